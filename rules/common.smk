@@ -1,0 +1,179 @@
+# Helpers shared by the rule files: configuration checks, registries split by kind, and input/params functions.
+import re
+
+from snakemake.utils import validate
+
+from vlmrepro import evaluate, queries, scoring
+from vlmrepro.config import check_config
+
+
+validate(config, "../schemas/config.schema.yaml")
+check_config(config)
+
+NO_MATCH = "(?!x)x"  # wildcard constraint that matches nothing (an empty registry)
+
+
+def one_of(keys):
+    return "|".join(re.escape(k) for k in keys) or NO_MATCH
+
+
+DATASETS = config["datasets"]
+MODELS = config["models"]
+SETTINGS = config["settings"]
+
+VLM_MODELS = [k for k, m in MODELS.items() if m["family"] != "open_clip"]
+CLIP_MODELS = [k for k, m in MODELS.items() if m["family"] == "open_clip"]
+HUB_MODELS = [k for k, m in MODELS.items() if "hub" in m]
+TINY_MODELS = [k for k, m in MODELS.items() if "tiny" in m]
+SYNTHETIC_DATASETS = [k for k, d in DATASETS.items() if "synthetic" in d]
+BUILT_DATASETS = [k for k, d in DATASETS.items() if d.get("manifest", {}).get("build")]
+ARCHIVE_DATASETS = [k for k, d in DATASETS.items() if "archive" in d.get("images", {})]
+
+
+wildcard_constraints:
+    dataset=one_of(DATASETS),
+    setting=one_of(SETTINGS),
+    split="[A-Za-z0-9_-]+",
+
+
+# --- datasets -------------------------------------------------------------------------------------------------
+
+
+def manifest_file(wildcards):
+    ds = wildcards.dataset
+    if ds in SYNTHETIC_DATASETS:
+        return f"resources/synthetic/{ds}/manifest.jsonl"
+    if ds in BUILT_DATASETS:
+        return f"resources/built/{ds}/manifest.jsonl"
+    return f"resources/upstream/{ds}/manifest.jsonl"
+
+
+def raw_classes_file(wildcards):
+    ds = wildcards.dataset
+    if ds in SYNTHETIC_DATASETS:
+        return f"resources/synthetic/{ds}/classes.json"
+    return f"resources/upstream/{ds}/classes.json"
+
+
+def upstream_source(wildcards):
+    """url + checksum of resources/upstream/<dataset>/<file>."""
+    section = {"manifest.jsonl": "manifest", "classes.json": "classes"}[wildcards.file]
+    entry = DATASETS[wildcards.dataset][section]
+    return {"url": entry["url"], "checksum": entry["checksum"]}
+
+
+def image_root(dataset):
+    if dataset in SYNTHETIC_DATASETS:
+        return f"resources/synthetic/{dataset}/images"
+    if dataset in ARCHIVE_DATASETS:
+        return f"resources/images/{dataset}"
+    return DATASETS[dataset]["images"]["directory"]
+
+
+def image_prefix(dataset):
+    if dataset in SYNTHETIC_DATASETS:
+        return f"./data/{dataset}/"
+    return DATASETS[dataset]["images"]["prefix"]
+
+
+def image_inputs(wildcards):
+    """Images made by a rule are inputs; a user directory is checked when the job runs (so planning works
+    before the licence-gated images are in place)."""
+    ds = wildcards.dataset
+    if ds in SYNTHETIC_DATASETS or ds in ARCHIVE_DATASETS:
+        return [image_root(ds)]
+    return []
+
+
+def eval_split_file(wildcards):
+    ds = wildcards.dataset
+    return f"results/data/{ds}/{DATASETS[ds]['eval_split']}.jsonl"
+
+
+# --- models and settings --------------------------------------------------------------------------------------
+
+
+def model_revision_param(model):
+    entry = MODELS[model]
+    return entry["hub"] if "hub" in entry else {"tiny": entry["tiny"]}
+
+
+def query_params(wildcards):
+    s = SETTINGS[wildcards.setting]
+    return {
+        "seed": config["seed"],
+        "question": s["question"],
+        "candidates": s["candidates"],
+        "order": s["order"],
+        "protocol": queries.PROTOCOL_VERSION,
+    }
+
+
+def generation_params(wildcards):
+    m, s = MODELS[wildcards.model], SETTINGS[wildcards.setting]
+    return {
+        "family": m["family"],
+        "source": model_revision_param(wildcards.model),
+        "template": m["template"],
+        "answer_marker": m["answer_marker"],
+        "dtype": m["dtype"],
+        "batch_size": m["batch_size"],
+        "max_new_tokens": s["max_new_tokens"],
+        "padding_side": config["padding_side"],
+        "device": config["device"],
+        "protocol": evaluate.GENERATION_PROTOCOL_VERSION,
+    }
+
+
+def clip_params(wildcards):
+    m, s = MODELS[wildcards.model], SETTINGS[wildcards.setting]
+    return {
+        "source": model_revision_param(wildcards.model),
+        "text_template": s["text_template"],
+        "dtype": m["dtype"],
+        "batch_size": m["batch_size"],
+        "device": config["device"],
+        "protocol": evaluate.CLIP_PROTOCOL_VERSION,
+    }
+
+
+def model_gpus(wildcards):
+    return MODELS[wildcards.model]["gpus"]
+
+
+# --- tables ---------------------------------------------------------------------------------------------------
+
+
+def _excluded(rules, model, dataset, setting):
+    cell = {"model": model, "dataset": dataset, "setting": setting}
+    return any(all(cell[k] == v for k, v in rule.items()) for rule in rules)
+
+
+def table1_cells():
+    """Every (model, dataset, setting) cell of Table 1 with its paper names; excluded cells carry the reason."""
+    table = config["tables"]["table1"]
+    cells = []
+    for model in table["models"]:
+        group = "clip_settings" if model in CLIP_MODELS else "vlm_settings"
+        for dataset in table["datasets"]:
+            for setting in table[group]:
+                cell = {
+                    "model": model,
+                    "paper_model": MODELS[model]["paper_name"],
+                    "dataset": dataset,
+                    "paper_dataset": DATASETS[dataset]["paper_key"],
+                    "setting": setting,
+                    "paper_setting": SETTINGS[setting]["paper_setting"],
+                }
+                if _excluded(table["exclude"], model, dataset, setting):
+                    cell["not_run"] = "not run: excluded in tables.table1.exclude"
+                cells.append(cell)
+    return cells
+
+
+def table1_score_files(wildcards=None):
+    return [
+        f"results/scores/{c['model']}/{c['dataset']}/{c['setting']}.json"
+        for c in table1_cells()
+        if "not_run" not in c
+    ]

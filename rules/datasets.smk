@@ -1,0 +1,123 @@
+# Datasets: pinned upstream manifests and class lists, images (official archives, user directories or a
+# synthetic set), and the verified per-split manifests every later rule reads.
+
+
+localrules:
+    download_upstream_file,
+    download_images,
+
+
+rule download_upstream_file:
+    output:
+        "resources/upstream/{dataset}/{file}",
+    params:
+        source=upstream_source,
+    log:
+        "logs/download_upstream_file/{dataset}/{file}.log",
+    wildcard_constraints:
+        file="manifest.jsonl|classes.json",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/download_file.py"
+
+
+rule download_images:
+    output:
+        directory("resources/images/{dataset}"),
+    params:
+        archive=lambda wc: DATASETS[wc.dataset]["images"]["archive"],
+    log:
+        "logs/download_images/{dataset}.log",
+    wildcard_constraints:
+        dataset=one_of(ARCHIVE_DATASETS),
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/download_images.py"
+
+
+rule build_imagenet_manifest:
+    input:
+        classes="resources/upstream/{dataset}/classes.json",
+    output:
+        "resources/built/{dataset}/manifest.jsonl",
+    params:
+        directory=lambda wc: DATASETS[wc.dataset]["images"]["directory"],
+        devkit=lambda wc: DATASETS[wc.dataset]["images"]["devkit"],
+        splits=lambda wc: DATASETS[wc.dataset]["manifest"]["splits"],
+    log:
+        "logs/build_imagenet_manifest/{dataset}.log",
+    wildcard_constraints:
+        dataset=one_of(BUILT_DATASETS),
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/build_imagenet_manifest.py"
+
+
+rule make_synthetic_dataset:
+    output:
+        manifest="resources/synthetic/{dataset}/manifest.jsonl",
+        classes="resources/synthetic/{dataset}/classes.json",
+        images=directory("resources/synthetic/{dataset}/images"),
+    params:
+        spec=lambda wc: DATASETS[wc.dataset]["synthetic"],
+    log:
+        "logs/make_synthetic_dataset/{dataset}.log",
+    wildcard_constraints:
+        dataset=one_of(SYNTHETIC_DATASETS),
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/make_synthetic_dataset.py"
+
+
+rule prepare_classes:
+    input:
+        raw_classes_file,
+    output:
+        "results/data/{dataset}/classes.json",
+    log:
+        "logs/prepare_classes/{dataset}.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/prepare_classes.py"
+
+
+rule prepare_split:
+    input:
+        manifest=manifest_file,
+        classes="results/data/{dataset}/classes.json",
+        images=image_inputs,
+    output:
+        rows="results/data/{dataset}/{split}.jsonl",
+        report="results/data/{dataset}/{split}.report.json",
+    params:
+        prefix=lambda wc: image_prefix(wc.dataset),
+        image_root=lambda wc: image_root(wc.dataset),
+        on_bad_image=config["on_bad_image"],
+    log:
+        "logs/prepare_split/{dataset}/{split}.log",
+    threads: 4
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/prepare_split.py"
+
+
+rule plan_queries:
+    input:
+        rows=eval_split_file,
+        classes="results/data/{dataset}/classes.json",
+    output:
+        "results/queries/{dataset}/{setting}.jsonl",
+    params:
+        plan=query_params,
+    log:
+        "logs/plan_queries/{dataset}/{setting}.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/plan_queries.py"

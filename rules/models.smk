@@ -1,0 +1,37 @@
+# Models: hub snapshots pinned by revision, or tiny random-weight models of the same classes built locally.
+# Both end as a directory under models/ that the evaluation rules load the same way.
+
+
+localrules:
+    download_model,
+
+
+rule download_model:
+    output:
+        directory("models/{model}"),
+    params:
+        hub=lambda wc: MODELS[wc.model]["hub"],
+    log:
+        "logs/download_model/{model}.log",
+    wildcard_constraints:
+        model=one_of(HUB_MODELS),
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../scripts/download_model.py"
+
+
+rule build_tiny_model:
+    output:
+        directory("models/{model}"),
+    params:
+        family=lambda wc: MODELS[wc.model]["family"],
+        spec=lambda wc: MODELS[wc.model]["tiny"],
+    log:
+        "logs/build_tiny_model/{model}.log",
+    wildcard_constraints:
+        model=one_of(TINY_MODELS),
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../scripts/build_tiny_model.py"

@@ -1,0 +1,26 @@
+import time
+
+from vlmrepro.datasets import load_class_list
+from vlmrepro.evaluate import run_clip_zero_shot
+from vlmrepro.io import read_jsonl, write_json, write_jsonl
+from vlmrepro.models import ClipModel, read_revision
+from vlmrepro.smk import job_logging
+
+with job_logging(snakemake):
+    run = snakemake.params.run
+    start = time.time()
+    clip = ClipModel(snakemake.input.model, run["dtype"], run["device"])
+    revision = read_revision(snakemake.input.model)
+    records = run_clip_zero_shot(
+        clip,
+        read_jsonl(snakemake.input.queries),
+        load_class_list(snakemake.input.classes),
+        run["text_template"],
+        run["batch_size"],
+        revision,
+    )
+    write_jsonl(snakemake.output.rows, records)
+    write_json(
+        snakemake.output.meta,
+        {**run, "device": clip.device, "model_revision": revision, "seconds": round(time.time() - start, 2)},
+    )

@@ -1,0 +1,28 @@
+import time
+
+from vlmrepro.evaluate import run_generation
+from vlmrepro.io import read_jsonl, write_json, write_jsonl
+from vlmrepro.models import VisionLanguageModel, read_revision
+from vlmrepro.smk import job_logging
+
+with job_logging(snakemake):
+    run = snakemake.params.run
+    start = time.time()
+    vlm = VisionLanguageModel(
+        snakemake.input.model, run["family"], run["dtype"], run["device"], padding_side=run["padding_side"]
+    )
+    revision = read_revision(snakemake.input.model)
+    records = run_generation(
+        vlm,
+        read_jsonl(snakemake.input.queries),
+        run["template"],
+        run["answer_marker"],
+        run["max_new_tokens"],
+        run["batch_size"],
+        revision,
+    )
+    write_jsonl(snakemake.output.rows, records)
+    write_json(
+        snakemake.output.meta,
+        {**run, **vlm.generation_settings(), "model_revision": revision, "seconds": round(time.time() - start, 2)},
+    )

@@ -1,0 +1,15 @@
+from vlmrepro.io import atomic_path, read_json
+from vlmrepro.paper import load_paper_results
+from vlmrepro.smk import job_logging
+from vlmrepro.tables import table1
+
+with job_logging(snakemake):
+    scores = iter(snakemake.input)
+    cells = [dict(c) for c in snakemake.params.cells]
+    for cell in cells:
+        if "not_run" not in cell:
+            cell["score"] = read_json(next(scores))
+    frame = table1(cells, load_paper_results())
+    with atomic_path(snakemake.output[0]) as tmp:
+        frame.to_csv(tmp, index=False)
+    print(frame.to_string())

@@ -1,0 +1,279 @@
+"""Dataset manifests: upstream JSON Lines manifests and class lists, the ImageNet manifest builder, image checks,
+and the synthetic demo dataset.
+
+A manifest row is ``{"image": "./data/…", "label": <class name>, "split": "train"|"test"|"valid", …}`` (PROTOCOL
+§1.3). Row order is significant (it feeds the seeded shuffle), so rows are never sorted or dropped: an image that
+is missing or undecodable is either an error or, when the user asks to skip bad images, a row marked ``skip``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image
+
+REQUIRED_FIELDS = ("image", "label", "split")
+UPSTREAM_PREFIX = "./data/"
+IMAGENET_PREFIX = "./data/ImageNet/imagenet/"
+MAX_LISTED = 10  # bad rows named in an error message
+
+
+class ManifestError(ValueError):
+    pass
+
+
+def load_class_list(path) -> list[str]:
+    """A JSON array of class-name strings, in file order (duplicates kept: ImageNet has two)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            classes = json.load(handle)
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(classes, list) or not classes:
+        raise ManifestError(f"{path}: expected a non-empty JSON array of class names")
+    for i, name in enumerate(classes):
+        if not isinstance(name, str) or not name.strip():
+            raise ManifestError(f"{path}: entry {i} is {name!r}, expected a non-empty string")
+    return classes
+
+
+def duplicate_classes(classes: list[str]) -> dict[str, list[int]]:
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(classes):
+        seen.setdefault(name, []).append(i)
+    return {name: idx for name, idx in seen.items() if len(idx) > 1}
+
+
+def read_manifest(path, classes: list[str]) -> list[dict]:
+    """All rows in file order; each row gets ``row`` (its 0-based line index). Every row is checked."""
+    class_set = set(classes)
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ManifestError(f"{path}: row {line_no} is not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise ManifestError(f"{path}: row {line_no} is not a JSON object")
+            missing = [f for f in REQUIRED_FIELDS if f not in row]
+            if missing:
+                raise ManifestError(f"{path}: row {line_no} lacks field(s) {', '.join(missing)}")
+            if row["label"] not in class_set:
+                raise ManifestError(f"{path}: row {line_no} has label {row['label']!r}, which is not in the class list")
+            row["row"] = line_no - 1
+            rows.append(row)
+    if not rows:
+        raise ManifestError(f"{path}: manifest is empty")
+    return rows
+
+
+def resolve_image(image: str, prefix: str, image_root) -> Path:
+    if not image.startswith(prefix):
+        raise ManifestError(f"image path {image!r} does not start with the configured prefix {prefix!r}")
+    return Path(image_root) / image[len(prefix) :]
+
+
+def check_image(path: Path) -> str | None:
+    """None when the image exists and decodes fully, else the reason."""
+    if not path.is_file():
+        return "missing"
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except Exception as err:  # PIL raises many types for corrupt data
+        return f"undecodable ({type(err).__name__}: {err})"
+    return None
+
+
+def prepare_split(
+    manifest_path, classes_path, split: str, image_prefix: str, image_root, on_bad_image: str = "error", workers: int = 8
+) -> tuple[list[dict], dict]:
+    """Rows of one split (file order) with resolved ``path``; bad images raise, or are marked ``skip``."""
+    if on_bad_image not in ("error", "skip"):
+        raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
+    classes = load_class_list(classes_path)
+    rows = [r for r in read_manifest(manifest_path, classes) if r["split"] == split]
+    if not rows:
+        raise ManifestError(f"{manifest_path}: no rows with split {split!r}")
+    if not Path(image_root).is_dir():
+        raise ManifestError(
+            f"image directory {image_root} does not exist: put the images of {manifest_path} there "
+            f"(paths in the manifest start with {image_prefix!r}, which maps to that directory)"
+        )
+    for row in rows:
+        row["path"] = str(resolve_image(row["image"], image_prefix, image_root))
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decoding releases the GIL
+        reasons = list(pool.map(lambda r: check_image(Path(r["path"])), rows))
+    bad = [(row, reason) for row, reason in zip(rows, reasons) if reason]
+    if bad and on_bad_image == "error":
+        listed = "\n".join(f"  row {row['row'] + 1}: {row['path']}: {reason}" for row, reason in bad[:MAX_LISTED])
+        raise ManifestError(
+            f"{manifest_path}: {len(bad)} of {len(rows)} {split!r} images are missing or undecodable; first ones:\n"
+            f"{listed}\nFix the images, or set on_bad_image: skip in the config to evaluate without them."
+        )
+    for row, reason in bad:
+        row["skip"] = reason
+    report = {
+        "manifest": str(manifest_path),
+        "split": split,
+        "n_rows": len(rows),
+        "n_skipped": len(bad),
+        "skipped": [{"row": r["row"], "image": r["image"], "reason": why} for r, why in bad],
+        "duplicate_classes": duplicate_classes(classes),
+    }
+    return rows, report
+
+
+# --- ImageNet -------------------------------------------------------------------------------------------------
+
+
+def _list_images(folder: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith("."))
+
+
+def _imagenet_val_ground_truth(devkit: Path) -> list[str]:
+    """WordNet id of each validation image (1-based file numbering) from the ILSVRC2012 devkit."""
+    from scipy.io import loadmat
+
+    meta, truth = devkit / "data" / "meta.mat", devkit / "data" / "ILSVRC2012_validation_ground_truth.txt"
+    for needed in (meta, truth):
+        if not needed.is_file():
+            raise ManifestError(f"ImageNet devkit file {needed} is missing (expected the ILSVRC2012_devkit_t12 layout)")
+    synsets = loadmat(meta, squeeze_me=True)["synsets"]
+    id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}
+    return [id_to_wnid[int(line)] for line in truth.read_text().split()]
+
+
+def build_imagenet_manifest(imagenet_dir, classes: list[str], splits=("train", "valid"), devkit_dir=None) -> list[dict]:
+    """Rows in the upstream ``imagenet.jsonl`` schema (PROTOCOL §3.3).
+
+    Layout: ``<dir>/train/<wnid>/*.JPEG`` and ``<dir>/val/<wnid>/*.JPEG``; a flat ``<dir>/val/*.JPEG`` is accepted
+    with ``devkit_dir`` (ILSVRC2012_devkit_t12) for the labels. ``label_idx`` is the WordNet id's position in the
+    sorted list of ids; rows go train first, then validation, each by WordNet id and then file name; ``idx``
+    counts from 0 across both.
+    """
+    root = Path(imagenet_dir)
+    if not root.is_dir():
+        raise ManifestError(
+            f"ImageNet directory {root} does not exist: set datasets.imagenet.images.directory in the config to a "
+            "folder holding train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (or a flat val/ plus the devkit)"
+        )
+    per_split: dict[str, dict[str, list[str]]] = {}
+    for split in splits:
+        folder = root / ("val" if split == "valid" else split)
+        if not folder.is_dir():
+            raise ManifestError(f"ImageNet split folder {folder} is missing")
+        subdirs = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+        if subdirs:
+            per_split[split] = {wnid: _list_images(folder / wnid) for wnid in subdirs}
+        elif split == "valid" and devkit_dir:
+            truth = _imagenet_val_ground_truth(Path(devkit_dir))
+            flat: dict[str, list[str]] = {}
+            for name in _list_images(folder):
+                number = int(name.rsplit("_", 1)[-1].split(".")[0])  # ILSVRC2012_val_00000001.JPEG -> 1
+                flat.setdefault(truth[number - 1], []).append(name)
+            per_split[split] = {wnid: sorted(files) for wnid, files in sorted(flat.items())}
+        else:
+            raise ManifestError(f"{folder} has no WordNet-id folders (a flat val/ needs imagenet devkit_dir in config)")
+    wnids = sorted(set().union(*(d.keys() for d in per_split.values())))
+    if len(wnids) != len(classes):
+        raise ManifestError(
+            f"{root}: found {len(wnids)} WordNet-id folders but the class list has {len(classes)} names"
+        )
+    wnid_index = {wnid: i for i, wnid in enumerate(wnids)}
+    rows, idx = [], 0
+    for split in splits:
+        flat_val = not any((root / "val" / w).is_dir() for w in per_split[split]) if split == "valid" else False
+        for wnid, files in per_split[split].items():
+            for name in files:
+                folder = "val" if split == "valid" else split
+                rel = f"{folder}/{name}" if flat_val else f"{folder}/{wnid}/{name}"
+                label_idx = wnid_index[wnid]
+                rows.append(
+                    {
+                        "image": IMAGENET_PREFIX + rel,
+                        "label": classes[label_idx],
+                        "label_idx": label_idx,
+                        "imagenet_label": wnid,
+                        "idx": idx,
+                        "split": split,
+                    }
+                )
+                idx += 1
+    return rows
+
+
+# --- synthetic demo dataset -----------------------------------------------------------------------------------
+
+SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring")
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 200, 30),
+    "purple": (150, 60, 190),
+    "orange": (245, 130, 20),
+}
+
+
+def synthetic_class_names(n_classes: int) -> list[str]:
+    names = [f"{colour} {shape}" for shape in SHAPES for colour in COLOURS]
+    if not 2 <= n_classes <= len(names):
+        raise ValueError(f"synthetic n_classes must be between 2 and {len(names)}, got {n_classes}")
+    # interleave so that small class sets still mix shapes and colours
+    order = sorted(range(len(names)), key=lambda i: (i % len(COLOURS) + i // len(COLOURS)) % len(COLOURS) * 100 + i)
+    return [names[i] for i in order[:n_classes]]
+
+
+def draw_shape(name: str, size: int, rng) -> Image.Image:
+    """One image of class ``name`` ('<colour> <shape>'): jittered position, scale and background."""
+    from PIL import ImageDraw
+
+    colour_name, shape = name.split(" ", 1)
+    background = tuple(int(v) for v in rng.integers(0, 90, size=3))
+    img = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(img)
+    radius = size * rng.uniform(0.22, 0.38)
+    cx, cy = size / 2 + rng.uniform(-0.12, 0.12) * size, size / 2 + rng.uniform(-0.12, 0.12) * size
+    fill = tuple(int(min(255, max(0, c + rng.integers(-25, 26)))) for c in COLOURS[colour_name])
+    box = (cx - radius, cy - radius, cx + radius, cy + radius)
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "ring":
+        draw.ellipse(box, outline=fill, width=max(2, int(radius / 3)))
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=fill)
+    elif shape == "diamond":
+        draw.polygon([(cx, cy - radius), (cx + radius, cy), (cx, cy + radius), (cx - radius, cy)], fill=fill)
+    elif shape == "cross":
+        w = radius / 3
+        draw.rectangle((cx - w, cy - radius, cx + w, cy + radius), fill=fill)
+        draw.rectangle((cx - radius, cy - w, cx + radius, cy + w), fill=fill)
+    return img
+
+
+def make_synthetic_dataset(
+    out_dir, name: str, n_classes: int, train_per_class: int, test_per_class: int, image_size: int, seed: int
+) -> tuple[list[dict], list[str]]:
+    """Write images under ``out_dir/images`` and return (manifest rows, class list) in the upstream format."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    classes = synthetic_class_names(n_classes)
+    rows = []
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        for label in classes:
+            folder = Path(out_dir) / "images" / split / label.replace(" ", "_")
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                file = folder / f"{i:04d}.png"
+                draw_shape(label, image_size, rng).save(file)
+                rel = file.relative_to(Path(out_dir) / "images").as_posix()
+                rows.append({"image": f"{UPSTREAM_PREFIX}{name}/{rel}", "label": label, "split": split})
+    return rows, classes

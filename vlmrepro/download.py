@@ -1,0 +1,93 @@
+"""Downloads with checksum verification, retries and atomic placement.
+
+Checksums are written ``"<algorithm>:<hex digest>"`` (``sha256:…`` for the upstream files, ``md5:…`` where the
+dataset host only publishes MD5). A file is moved to its destination only after its checksum matched, so an
+interrupted or corrupted download never looks finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tarfile
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from .io import atomic_path
+
+CHUNK = 1 << 20
+
+
+class ChecksumError(RuntimeError):
+    pass
+
+
+def file_digest(path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parse_checksum(checksum: str) -> tuple[str, str]:
+    algorithm, sep, expected = checksum.partition(":")
+    if not sep or algorithm not in hashlib.algorithms_available or not expected:
+        raise ValueError(f"checksum {checksum!r} is not of the form 'sha256:<hex>' or 'md5:<hex>'")
+    return algorithm, expected.lower()
+
+
+def verify_checksum(path, checksum: str, source: str = "") -> None:
+    algorithm, expected = parse_checksum(checksum)
+    actual = file_digest(path, algorithm)
+    if actual != expected:
+        raise ChecksumError(
+            f"{source or path}: {algorithm} is {actual}, expected {expected}. "
+            "The file changed upstream or the download is corrupt; it was not kept."
+        )
+
+
+def fetch(url: str, dest, checksum: str, retries: int = 3, backoff_s: float = 2.0, timeout_s: float = 120) -> Path:
+    """Download ``url`` to ``dest`` and verify it. Transient errors are retried; a checksum mismatch is not."""
+    dest = Path(dest)
+    parse_checksum(checksum)
+    last_error: Exception | None = None
+    for attempt in range(1, retries + 1):
+        try:
+            with atomic_path(dest) as tmp:
+                with urllib.request.urlopen(url, timeout=timeout_s) as response, open(tmp, "wb") as out:
+                    shutil.copyfileobj(response, out, CHUNK)
+                verify_checksum(tmp, checksum, source=url)
+            return dest
+        except ChecksumError:
+            raise
+        except OSError as err:  # URLError, connection resets, timeouts
+            last_error = err
+            if attempt < retries:
+                time.sleep(backoff_s * attempt)
+    raise RuntimeError(f"download of {url} failed after {retries} attempts: {last_error}")
+
+
+def extract_archive(archive, dest_dir) -> None:
+    """Unpack a .tar/.tgz/.zip archive into ``dest_dir`` (members may not escape it)."""
+    archive, dest_dir = Path(archive), Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    name = archive.name.lower()
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.namelist():
+                _check_inside(dest_dir, member, archive)
+            zf.extractall(dest_dir)
+    elif any(name.endswith(s) for s in (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
+        with tarfile.open(archive) as tf:
+            tf.extractall(dest_dir, filter="data")
+    else:
+        raise ValueError(f"{archive}: unknown archive type (expected .zip, .tar, .tgz, .tar.gz, .tar.bz2, .tar.xz)")
+
+
+def _check_inside(dest_dir: Path, member: str, archive: Path) -> None:
+    target = (dest_dir / member).resolve()
+    if not str(target).startswith(str(dest_dir.resolve())):
+        raise ValueError(f"{archive}: member {member!r} would be written outside {dest_dir}")

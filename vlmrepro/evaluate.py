@@ -1,0 +1,124 @@
+"""Evaluation loops: VLM generation over a query plan, and CLIP zero-shot classification.
+
+Each returns one record per query, in plan order, with a ``status``: ``ok``, ``skipped_image`` (the image was
+missing or undecodable and the config skips such rows) or ``context_overflow`` (the prompt plus its answer cannot
+fit the model's context: recorded as N/A, never truncated).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from PIL import Image
+
+from .prompts import extract_answer, render
+
+# Bump when a loop's behaviour changes: it is a rule param, so every output it produced reruns.
+GENERATION_PROTOCOL_VERSION = 1
+CLIP_PROTOCOL_VERSION = 1
+
+
+def _base_record(query: dict, revision: str) -> dict:
+    keys = ("item", "row", "image", "label", "choices")
+    return {**{k: query.get(k) for k in keys}, "model_revision": revision}
+
+
+def _load_rgb(path: str) -> Image.Image:
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+def _chunks(seq: list, size: int):
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+def run_generation(
+    vlm,
+    queries: list[dict],
+    template: str,
+    answer_marker: str,
+    max_new_tokens: int,
+    batch_size: int,
+    revision: str,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    prompts = [render(template, q["question"]) for q in queries]
+    records = [{**_base_record(q, revision), "prompt": p} for q, p in zip(queries, prompts)]
+    budget = vlm.max_context - max_new_tokens
+    todo = []
+    for i, (query, lower_bound) in enumerate(zip(queries, vlm.prompt_token_lower_bounds(prompts))):
+        if "skip" in query:
+            records[i].update(status="skipped_image", reason=query["skip"])
+        elif lower_bound > budget:
+            records[i].update(status="context_overflow", reason=_overflow_reason(lower_bound, max_new_tokens, vlm))
+        else:
+            todo.append(i)
+    log(f"{len(todo)} of {len(queries)} items to generate ({len(queries) - len(todo)} not evaluable)")
+    start, done = time.time(), 0
+    for batch in _chunks(todo, batch_size):
+        images = [_load_rgb(queries[i]["path"]) for i in batch]
+        inputs = vlm.encode(images, [prompts[i] for i in batch])
+        lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        fits = [k for k, n in enumerate(lengths) if n <= budget]
+        for k, n in enumerate(lengths):
+            if n > budget:
+                records[batch[k]].update(status="context_overflow", reason=_overflow_reason(n, max_new_tokens, vlm))
+        if len(fits) < len(batch):
+            if not fits:
+                continue
+            batch, images = [batch[k] for k in fits], [images[k] for k in fits]
+            inputs = vlm.encode(images, [prompts[i] for i in batch])
+        for i, text in zip(batch, vlm.generate(inputs, max_new_tokens)):
+            records[i].update(status="ok", output=text, pred=extract_answer(text, answer_marker))
+        done += len(batch)
+        log(f"generated {done}/{len(todo)} ({done / max(time.time() - start, 1e-9):.2f} items/s)")
+    return records
+
+
+def _overflow_reason(n_tokens: int, max_new_tokens: int, vlm) -> str:
+    return (
+        f"prompt needs {n_tokens} tokens + {max_new_tokens} new tokens, more than the model's context of "
+        f"{vlm.max_context}"
+    )
+
+
+def run_clip_zero_shot(
+    clip,
+    queries: list[dict],
+    classes: list[str],
+    text_template: str,
+    batch_size: int,
+    revision: str,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Argmax over every class-list entry (duplicates included), or over a query's candidates (PROTOCOL §6.4)."""
+    import torch
+
+    if "{label}" not in text_template:
+        raise ValueError(f"CLIP text template {text_template!r} has no {{label}} slot")
+    text_features = clip.encode_texts([text_template.replace("{label}", c) for c in classes])
+    first_index = {}
+    for i, name in enumerate(classes):
+        first_index.setdefault(name, i)  # upstream classes.index(): the first of a duplicated name
+    records = [_base_record(q, revision) for q in queries]
+    todo = []
+    for i, query in enumerate(queries):
+        if "skip" in query:
+            records[i].update(status="skipped_image", reason=query["skip"])
+        else:
+            todo.append(i)
+    for batch in _chunks(todo, batch_size):
+        pixels = torch.stack([clip.preprocess(_load_rgb(queries[i]["path"])) for i in batch])
+        similarities = clip.encode_images(pixels) @ text_features.T
+        for row, i in zip(similarities, batch):
+            choices = queries[i]["choices"]
+            if choices is None:
+                pred = classes[int(row.argmax())]
+            else:
+                indices = [first_index[c] for c in choices]
+                pred = classes[indices[int(row[indices].argmax())]]
+            records[i].update(status="ok", pred=pred)
+    log(f"classified {len(todo)} of {len(queries)} items")
+    return records

@@ -1,0 +1,138 @@
+"""Model contract. Hub snapshots and the embedded tiny models are both plain directories loaded by the same code.
+
+* ``VisionLanguageModel(model_dir, family, dtype, device)`` — Hugging Face VLMs (LLaVA-1.5, LLaVA-NeXT, BLIP-2,
+  InstructBLIP): ``prompt_token_lower_bounds(prompts)``, ``generate(images, prompts, max_new_tokens)``.
+* ``ClipModel(model_dir, dtype, device)`` — open_clip models saved as ``open_clip_config.json`` + weights (the
+  layout of open_clip's Hugging Face hub repositories): ``encode_images``, ``encode_texts``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+VLM_FAMILIES = ("llava", "llava_next", "blip2", "instructblip")
+CLIP_FAMILIES = ("open_clip",)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(requested: str = "auto") -> str:
+    if requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(name: str, device: str) -> torch.dtype:
+    """The configured dtype on a GPU; float32 on the CPU (bf16/fp16 matmuls there are slow and inexact)."""
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(DTYPES)}")
+    return DTYPES[name] if device.startswith("cuda") else torch.float32
+
+
+def model_class(family: str):
+    import transformers
+
+    classes = {
+        "llava": transformers.LlavaForConditionalGeneration,
+        "llava_next": transformers.LlavaNextForConditionalGeneration,
+        "blip2": transformers.Blip2ForConditionalGeneration,
+        "instructblip": transformers.InstructBlipForConditionalGeneration,
+    }
+    if family not in classes:
+        raise ValueError(f"unknown VLM family {family!r}; expected one of {VLM_FAMILIES}")
+    return classes[family]
+
+
+def read_revision(model_dir) -> str:
+    """The commit a hub snapshot was resolved to (written by the download rule), or 'local' for built models."""
+    record = Path(model_dir) / "REVISION"
+    return record.read_text().strip() if record.is_file() else "local"
+
+
+class VisionLanguageModel:
+    """Greedy batched generation with left padding; the weights load on first use (a job whose every prompt
+    overflows the context never loads them)."""
+
+    def __init__(self, model_dir, family: str, dtype: str = "bfloat16", device: str = "auto", padding_side: str = "left"):
+        from transformers import AutoConfig, AutoProcessor
+
+        self.model_dir, self.family = str(model_dir), family
+        model_class(family)  # validate early
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.processor = AutoProcessor.from_pretrained(self.model_dir)
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = padding_side
+        config = AutoConfig.from_pretrained(self.model_dir)
+        self.max_context = int(config.text_config.max_position_embeddings)
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = model_class(self.family).from_pretrained(self.model_dir, dtype=self.dtype).to(self.device)
+            self._model.eval()
+        return self._model
+
+    def prompt_token_lower_bounds(self, prompts: list[str]) -> list[int]:
+        """Text tokens with each image placeholder counted once: a prompt above the context here overflows for
+        certain, whatever the image expands to."""
+        return [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
+
+    def encode(self, images, prompts: list[str]):
+        inputs = self.processor(images=images, text=prompts, padding=True, return_tensors="pt")
+        return inputs
+
+    @torch.inference_mode()
+    def generate(self, inputs, max_new_tokens: int) -> list[str]:
+        """Full decoded sequences (prompt + generation, special tokens skipped), as upstream decodes them."""
+        inputs = inputs.to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+        return self.processor.batch_decode(output, skip_special_tokens=True)
+
+    def generation_settings(self) -> dict:
+        return {
+            "padding_side": self.tokenizer.padding_side,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": self.device,
+            "max_context": self.max_context,
+        }
+
+
+class ClipModel:
+    """open_clip model from a directory (``local-dir:`` schema): the hub repo layout and the tiny models alike."""
+
+    def __init__(self, model_dir, dtype: str = "float32", device: str = "auto"):
+        import open_clip
+
+        self.model_dir = str(model_dir)
+        if not (Path(model_dir) / "open_clip_config.json").is_file():
+            raise FileNotFoundError(f"{model_dir}: no open_clip_config.json (not an open_clip model directory)")
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        model, _, self.preprocess = open_clip.create_model_and_transforms(f"local-dir:{os.path.abspath(model_dir)}")
+        self.model = model.to(self.device, self.dtype).eval()
+        self.tokenizer = open_clip.get_tokenizer(f"local-dir:{os.path.abspath(model_dir)}")
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        feats = []
+        for i in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(texts[i : i + batch_size]).to(self.device)
+            feats.append(torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1))
+        return torch.cat(feats)
+
+    @torch.inference_mode()
+    def encode_images(self, pixel_batch: torch.Tensor) -> torch.Tensor:
+        feats = self.model.encode_image(pixel_batch.to(self.device, self.dtype))
+        return torch.nn.functional.normalize(feats.float(), dim=-1)
+
+
+def load_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

@@ -1,0 +1,76 @@
+"""Query planning: item order, candidate lists and question text, before any model runs (PROTOCOL §1.4, §4.1).
+
+One sequential pass of a dedicated ``random.Random(seed)`` reproduces the upstream stream: shuffle the split's
+rows, then for each row (in shuffled order) sample ``n - 1`` distractors from the sorted pool of the other unique
+names, prepend the label and shuffle. The plan is model-independent, so every model, batch size, shard or resume
+sees the same items in the same order with the same candidates.
+"""
+
+from __future__ import annotations
+
+import random
+
+# Bump when the planning behaviour changes: it is a rule param, so every plan and result downstream reruns.
+PROTOCOL_VERSION = 1
+
+
+def closed_world_question(init_prompt: str, choices: list[str]) -> str:
+    return f'{init_prompt} Choose one from "{", ".join(choices)}".'
+
+
+def resolve_n_labels(candidates, classes: list[str]) -> int | None:
+    """``none`` → open world; ``all`` → every unique name; an int K → K candidates."""
+    if candidates in (None, "none"):
+        return None
+    n_unique = len(set(classes))
+    if candidates == "all":
+        return n_unique
+    k = int(candidates)
+    if not 2 <= k <= n_unique:
+        raise ValueError(f"candidates={k} must be between 2 and the {n_unique} unique class names")
+    return k
+
+
+def plan_queries(
+    rows: list[dict],
+    classes: list[str],
+    question: str,
+    seed: int,
+    candidates="none",
+    order: str = "random",
+    limit: int | None = None,
+) -> list[dict]:
+    """Return one query per evaluated row, in evaluation order."""
+    rng = random.Random(seed)
+    rows = list(rows)
+    rng.shuffle(rows)
+    if limit is not None:
+        rows = rows[:limit]
+    n_labels = resolve_n_labels(candidates, classes)
+    if order not in ("random", "fixed"):
+        raise ValueError(f"order must be 'random' or 'fixed', got {order!r}")
+    unique_sorted = sorted(set(classes))
+    queries = []
+    for item, row in enumerate(rows):
+        choices = None
+        if n_labels is not None:
+            if order == "fixed":
+                # upstream passes the whole class list (duplicates included), identical for every image
+                choices = list(classes)
+            else:
+                pool = [c for c in unique_sorted if c != row["label"]]
+                choices = [row["label"]] + rng.sample(pool, n_labels - 1)
+                rng.shuffle(choices)
+        query = {
+            "item": item,
+            "row": row["row"],
+            "image": row["image"],
+            "path": row["path"],
+            "label": row["label"],
+            "choices": choices,
+            "question": question if choices is None else closed_world_question(question, choices),
+        }
+        if "skip" in row:
+            query["skip"] = row["skip"]
+        queries.append(query)
+    return queries
