@@ -3,17 +3,23 @@
 import os
 import sys
 
-# the vlmrepro package lives beside this file; jobs (local, conda or cluster) import it from here
+# The vlmrepro package lives beside this file. Jobs import it through the scripts/vlmrepro link (Snakemake puts a
+# script's folder on sys.path), so it needs no installation in conda or cluster environments.
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
-)
 
 
-configfile: "config.yaml"
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    dataset=one_of(DATASETS),
+    setting=one_of(SETTINGS),
+    split="[A-Za-z0-9_-]+",
+
+
 include: "rules/datasets.smk"
 include: "rules/models.smk"
 include: "rules/evaluate.smk"
@@ -21,6 +27,6 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/report/index.html",
-    default_target: True

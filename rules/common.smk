@@ -1,11 +1,10 @@
-# Helpers shared by the rule files: configuration checks, registries split by kind, and input/params functions.
+# Helpers shared by every stage: configuration checks, registries split by kind, input and params functions.
 import re
 
 from snakemake.utils import validate
 
 from vlmrepro import evaluate, queries, scoring
 from vlmrepro.config import check_config
-
 
 validate(config, "../schemas/config.schema.yaml")
 check_config(config)
@@ -28,12 +27,6 @@ TINY_MODELS = [k for k, m in MODELS.items() if "tiny" in m]
 SYNTHETIC_DATASETS = [k for k, d in DATASETS.items() if "synthetic" in d]
 BUILT_DATASETS = [k for k, d in DATASETS.items() if d.get("manifest", {}).get("build")]
 ARCHIVE_DATASETS = [k for k, d in DATASETS.items() if "archive" in d.get("images", {})]
-
-
-wildcard_constraints:
-    dataset=one_of(DATASETS),
-    setting=one_of(SETTINGS),
-    split="[A-Za-z0-9_-]+",
 
 
 # --- datasets -------------------------------------------------------------------------------------------------
@@ -173,7 +166,5 @@ def table1_cells():
 
 def table1_score_files(wildcards=None):
     return [
-        f"results/scores/{c['model']}/{c['dataset']}/{c['setting']}.json"
-        for c in table1_cells()
-        if "not_run" not in c
+        f"results/scores/{c['model']}/{c['dataset']}/{c['setting']}.json" for c in table1_cells() if "not_run" not in c
     ]

@@ -10,14 +10,14 @@ localrules:
 rule download_upstream_file:
     output:
         "resources/upstream/{dataset}/{file}",
-    params:
-        source=upstream_source,
     log:
         "logs/download_upstream_file/{dataset}/{file}.log",
     wildcard_constraints:
         file="manifest.jsonl|classes.json",
     conda:
         "../envs/data.yaml"
+    params:
+        source=upstream_source,
     script:
         "../scripts/download_file.py"
 
@@ -25,14 +25,14 @@ rule download_upstream_file:
 rule download_images:
     output:
         directory("resources/images/{dataset}"),
-    params:
-        archive=lambda wc: DATASETS[wc.dataset]["images"]["archive"],
     log:
         "logs/download_images/{dataset}.log",
     wildcard_constraints:
         dataset=one_of(ARCHIVE_DATASETS),
     conda:
         "../envs/data.yaml"
+    params:
+        archive=lambda wc: DATASETS[wc.dataset]["images"]["archive"],
     script:
         "../scripts/download_images.py"
 
@@ -42,16 +42,16 @@ rule build_imagenet_manifest:
         classes="resources/upstream/{dataset}/classes.json",
     output:
         "resources/built/{dataset}/manifest.jsonl",
-    params:
-        directory=lambda wc: DATASETS[wc.dataset]["images"]["directory"],
-        devkit=lambda wc: DATASETS[wc.dataset]["images"]["devkit"],
-        splits=lambda wc: DATASETS[wc.dataset]["manifest"]["splits"],
     log:
         "logs/build_imagenet_manifest/{dataset}.log",
     wildcard_constraints:
         dataset=one_of(BUILT_DATASETS),
     conda:
         "../envs/data.yaml"
+    params:
+        directory=lambda wc: DATASETS[wc.dataset]["images"]["directory"],
+        devkit=lambda wc: DATASETS[wc.dataset]["images"]["devkit"],
+        splits=lambda wc: DATASETS[wc.dataset]["manifest"]["splits"],
     script:
         "../scripts/build_imagenet_manifest.py"
 
@@ -61,14 +61,14 @@ rule make_synthetic_dataset:
         manifest="resources/synthetic/{dataset}/manifest.jsonl",
         classes="resources/synthetic/{dataset}/classes.json",
         images=directory("resources/synthetic/{dataset}/images"),
-    params:
-        spec=lambda wc: DATASETS[wc.dataset]["synthetic"],
     log:
         "logs/make_synthetic_dataset/{dataset}.log",
     wildcard_constraints:
         dataset=one_of(SYNTHETIC_DATASETS),
     conda:
         "../envs/data.yaml"
+    params:
+        spec=lambda wc: DATASETS[wc.dataset]["synthetic"],
     script:
         "../scripts/make_synthetic_dataset.py"
 
@@ -94,15 +94,15 @@ rule prepare_split:
     output:
         rows="results/data/{dataset}/{split}.jsonl",
         report="results/data/{dataset}/{split}.report.json",
+    log:
+        "logs/prepare_split/{dataset}/{split}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 4
     params:
         prefix=lambda wc: image_prefix(wc.dataset),
         image_root=lambda wc: image_root(wc.dataset),
         on_bad_image=config["on_bad_image"],
-    log:
-        "logs/prepare_split/{dataset}/{split}.log",
-    threads: 4
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/prepare_split.py"
 
@@ -113,11 +113,11 @@ rule plan_queries:
         classes="results/data/{dataset}/classes.json",
     output:
         "results/queries/{dataset}/{setting}.jsonl",
-    params:
-        plan=query_params,
     log:
         "logs/plan_queries/{dataset}/{setting}.log",
     conda:
         "../envs/data.yaml"
+    params:
+        plan=query_params,
     script:
         "../scripts/plan_queries.py"

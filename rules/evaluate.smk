@@ -8,16 +8,16 @@ rule generate:
     output:
         rows="results/outputs/{model}/{dataset}/{setting}.jsonl",
         meta="results/outputs/{model}/{dataset}/{setting}.meta.json",
-    params:
-        run=generation_params,
     log:
         "logs/generate/{model}/{dataset}/{setting}.log",
     wildcard_constraints:
         model=one_of(VLM_MODELS),
-    resources:
-        gpu=model_gpus,
     conda:
         "../envs/models.yaml"
+    resources:
+        gpu=model_gpus,
+    params:
+        run=generation_params,
     script:
         "../scripts/generate.py"
 
@@ -30,16 +30,16 @@ rule clip_zero_shot:
     output:
         rows="results/outputs/{model}/{dataset}/{setting}.jsonl",
         meta="results/outputs/{model}/{dataset}/{setting}.meta.json",
-    params:
-        run=clip_params,
     log:
         "logs/clip_zero_shot/{model}/{dataset}/{setting}.log",
     wildcard_constraints:
         model=one_of(CLIP_MODELS),
-    resources:
-        gpu=model_gpus,
     conda:
         "../envs/models.yaml"
+    resources:
+        gpu=model_gpus,
+    params:
+        run=clip_params,
     script:
         "../scripts/clip_zero_shot.py"
 
@@ -49,12 +49,12 @@ rule score:
         "results/outputs/{model}/{dataset}/{setting}.jsonl",
     output:
         "results/scores/{model}/{dataset}/{setting}.json",
-    params:
-        resplit=lambda wc: MODELS[wc.model]["score_resplit"],
-        protocol=scoring.PROTOCOL_VERSION,
     log:
         "logs/score/{model}/{dataset}/{setting}.log",
     conda:
         "../envs/data.yaml"
+    params:
+        resplit=lambda wc: MODELS[wc.model]["score_resplit"],
+        protocol=scoring.PROTOCOL_VERSION,
     script:
         "../scripts/score.py"

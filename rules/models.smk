@@ -9,14 +9,14 @@ localrules:
 rule download_model:
     output:
         directory("models/{model}"),
-    params:
-        hub=lambda wc: MODELS[wc.model]["hub"],
     log:
         "logs/download_model/{model}.log",
     wildcard_constraints:
         model=one_of(HUB_MODELS),
     conda:
         "../envs/models.yaml"
+    params:
+        hub=lambda wc: MODELS[wc.model]["hub"],
     script:
         "../scripts/download_model.py"
 
@@ -24,14 +24,14 @@ rule download_model:
 rule build_tiny_model:
     output:
         directory("models/{model}"),
-    params:
-        family=lambda wc: MODELS[wc.model]["family"],
-        spec=lambda wc: MODELS[wc.model]["tiny"],
     log:
         "logs/build_tiny_model/{model}.log",
     wildcard_constraints:
         model=one_of(TINY_MODELS),
     conda:
         "../envs/models.yaml"
+    params:
+        family=lambda wc: MODELS[wc.model]["family"],
+        spec=lambda wc: MODELS[wc.model]["tiny"],
     script:
         "../scripts/build_tiny_model.py"

@@ -10,12 +10,12 @@ rule table1:
         table1_score_files,
     output:
         "results/tables/table1.csv",
-    params:
-        cells=table1_cells(),
     log:
         "logs/table1.log",
     conda:
         "../envs/report.yaml"
+    params:
+        cells=table1_cells(),
     script:
         "../scripts/table1.py"
 
@@ -32,14 +32,14 @@ rule render_notebook:
             subcategory="{table}",
             labels={"table": "{table}"},
         ),
-    params:
-        kernel=config["report"]["kernel"],
-    wildcard_constraints:
-        table="table[0-9]+",
     log:
         "logs/render_notebook/{table}.log",
+    wildcard_constraints:
+        table="table[0-9]+",
     conda:
         "../envs/report.yaml"
+    params:
+        kernel=config["report"]["kernel"],
     shell:
         "(papermill {input.notebook} {output.notebook} -k {params.kernel} --cwd . "
         "-p table_csv {input.table} "
