@@ -1,0 +1,38 @@
+# The two commands of the README: `make demo` (embedded demo, CPU, offline) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+CORES ?= 2
+# Snakemake's shell rules (papermill) need the environment's executables on PATH.
+RUN := PATH="$(BIN):$$PATH"
+
+.PHONY: venv demo test paper paper-dry-run lint clean-demo
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+demo: venv
+	$(RUN) HF_HUB_OFFLINE=1 $(BIN)/snakemake --configfile demo/config.yaml --directory demo-run \
+		--cores $(CORES) --show-failed-logs
+	@echo "Demo report: demo-run/results/report/index.html"
+
+test: venv
+	$(RUN) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+paper: venv
+	$(RUN) $(BIN)/snakemake --profile profiles/local
+
+paper-dry-run: venv
+	$(RUN) $(BIN)/snakemake -n
+
+lint: venv
+	$(RUN) $(BIN)/snakemake --lint
+	$(RUN) $(BIN)/snakefmt --check Snakefile rules/
+
+clean-demo:
+	rm -rf demo-run

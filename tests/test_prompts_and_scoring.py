@@ -1,0 +1,103 @@
+"""Golden prompts for every model family × Table 1 setting of the paper config (PROTOCOL §4.1–§4.4), answer
+extraction (§4.3) and the scoring rules (§6.1)."""
+
+import pytest
+import yaml
+
+from conftest import REPO
+from vlmrepro.prompts import extract_answer, render
+from vlmrepro.queries import closed_world_question
+from vlmrepro.scoring import score_outputs, substring_correct, word_boundary_correct
+
+CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+BASE = "What type of object is in this photo?"
+CLOSED = closed_world_question(BASE, ["tench", "goldfish", "great white shark"])
+VICUNA_NEXT = (
+    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the human's questions. USER: <image>\n"
+)
+
+GOLDEN = {
+    # model key: (open-world prompt, closed-world prompt)
+    "llava-1.5-7b": (f"USER: <image>\n{BASE}\nASSISTANT:", f"USER: <image>\n{CLOSED}\nASSISTANT:"),
+    "llava-1.5-13b": (f"USER: <image>\n{BASE}\nASSISTANT:", f"USER: <image>\n{CLOSED}\nASSISTANT:"),
+    "llava-next-vicuna-7b": (f"{VICUNA_NEXT}{BASE} ASSISTANT:", f"{VICUNA_NEXT}{CLOSED} ASSISTANT:"),
+    "llava-next-mistral-7b": (f"[INST] <image>\n{BASE}[/INST]", f"[INST] <image>\n{CLOSED}[/INST]"),
+    "blip2-opt-2.7b": (f"Question: {BASE} Answer:", f"Question: {CLOSED} Answer:"),
+    "instructblip-vicuna-7b": (f"Question: {BASE} Answer:", f"Question: {CLOSED} Answer:"),
+    "instructblip-vicuna-13b": (f"Question: {BASE} Answer:", f"Question: {CLOSED} Answer:"),
+}
+
+
+@pytest.mark.parametrize("model", sorted(GOLDEN))
+def test_golden_prompts_of_paper_config(model):
+    template = CONFIG["models"][model]["template"]
+    open_world, closed_world = GOLDEN[model]
+    assert render(template, CONFIG["settings"]["open_world"]["question"]) == open_world
+    assert render(template, closed_world_question(CONFIG["settings"]["closed_world"]["question"], ["tench", "goldfish", "great white shark"])) == closed_world
+
+
+def test_every_vlm_of_table1_has_a_golden_prompt():
+    vlms = [m for m in CONFIG["tables"]["table1"]["models"] if CONFIG["models"][m]["family"] != "open_clip"]
+    assert sorted(vlms) == sorted(GOLDEN)
+
+
+def test_clip_text_prompt():
+    template = CONFIG["settings"]["clip_zero_shot"]["text_template"]
+    assert template.replace("{label}", "tench") == "A photo of a tench"
+
+
+def test_template_without_question_slot_is_rejected():
+    with pytest.raises(ValueError, match="question"):
+        render("USER: <image>\nASSISTANT:", BASE)
+
+
+@pytest.mark.parametrize(
+    "decoded, marker, pred",
+    [
+        ("USER: \nWhat type of object is in this photo?\nASSISTANT: A goldfish.", "ASSISTANT:", "A goldfish."),
+        ("[INST] \nWhat?[/INST] It is a tench ", "[/INST]", "It is a tench"),
+        ("Question: What? Answer: a shark", "Answer:", "a shark"),
+        ("a shark", "Answer:", "a shark"),  # BLIP-2 outputs without the prompt
+        ("USER: x ASSISTANT: ASSISTANT: twice", "ASSISTANT:", "twice"),  # last marker wins
+    ],
+)
+def test_answer_extraction(decoded, marker, pred):
+    assert extract_answer(decoded, marker) == pred
+
+
+def test_substring_rule_keeps_upstream_quirks():
+    assert substring_correct("ant", "An African bush elephant")  # 'ant' in 'elephant'
+    assert not word_boundary_correct("ant", "An African bush elephant")
+    assert substring_correct("Tench", "it is a TENCH.")
+    assert word_boundary_correct("tench", "it is a TENCH.")
+    assert word_boundary_correct("great white shark", "a great white shark!")
+    assert not substring_correct("great white shark", "a great shark")
+    assert word_boundary_correct("2009 Bugatti Veyron 16.4 Coupe", "the 2009 bugatti veyron 16.4 coupe")
+
+
+def test_score_outputs_counts_and_rules():
+    rows = [
+        {"status": "ok", "label": "ant", "pred": "an elephant"},
+        {"status": "ok", "label": "tench", "pred": "a tench"},
+        {"status": "ok", "label": "goldfish", "pred": "a carp"},
+        {"status": "skipped_image", "label": "tench", "reason": "missing"},
+    ]
+    result = score_outputs(rows)
+    assert result["n_items"] == 4 and result["n_evaluated"] == 3
+    assert result["not_evaluated"] == {"skipped_image": 1}
+    assert result["substring"] == pytest.approx(200 / 3, abs=1e-6)
+    assert result["word_boundary"] == pytest.approx(100 / 3, abs=1e-6)
+
+
+def test_mistral_resplit_at_scoring():
+    rows = [{"status": "ok", "label": "tench", "pred": "tench [/INST] goldfish"}]
+    assert score_outputs(rows)["substring"] > 99
+    assert score_outputs(rows, resplit_marker="[/INST]")["substring"] == 0
+
+
+def test_all_items_not_evaluable_is_na_with_reason():
+    rows = [{"status": "context_overflow", "label": "x", "reason": "prompt needs 9000 tokens"}] * 3
+    result = score_outputs(rows)
+    assert result["substring"] is None
+    assert "context_overflow for 3 of 3" in result["na_reason"] and "9000" in result["na_reason"]

@@ -1,0 +1,174 @@
+"""The workflow as a user runs it: planning the paper, the cluster profile, lint, the demo end to end, reruns
+driven by params, configuration errors and failing downloads / missing images."""
+
+import copy
+import hashlib
+import json
+import re
+
+import pytest
+import yaml
+
+from conftest import REPO, snakemake
+
+DEMO_CONFIG = yaml.safe_load((REPO / "demo" / "config.yaml").read_text())
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """Job counts from a dry run's 'Job stats' table."""
+    stats = output.split("Job stats:")[1].split("Reasons:")[0] if "Job stats:" in output else ""
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m[1] != "total"}
+
+
+def planned_wildcards(output: str, rule: str) -> list[str]:
+    blocks = re.findall(rf"rule {rule}:\n(.*?)(?:\n\n|\Z)", output, re.S)
+    return [re.search(r"wildcards: (.*)", b)[1] for b in blocks if "wildcards:" in b]
+
+
+def test_paper_config_plans_every_table1_job_without_data(tmp_path):
+    proc = snakemake("-n", workdir=tmp_path)
+    jobs = planned_jobs(proc.stdout)
+    # 7 VLMs x (4 open-world + 3 closed-world; ImageNet closed-world is N/A in the paper) and 2 CLIPs x 4 datasets
+    assert jobs["generate"] == 49
+    assert jobs["clip_zero_shot"] == 8
+    assert jobs["download_model"] == 9
+    assert jobs["build_imagenet_manifest"] == 1
+    assert jobs["table1"] == 1 and jobs["render_notebook"] == 1
+
+
+def test_slurm_profile_plans_gpu_jobs(tmp_path):
+    proc = snakemake("--profile", str(REPO / "profiles" / "slurm"), "-n", workdir=tmp_path)
+    assert planned_jobs(proc.stdout)["generate"] == 49
+    generate_block = re.search(r"rule generate:\n(.*?)\n\n", proc.stdout, re.S)[1]
+    assert "gpu=1" in generate_block and "slurm_partition=gpu" in generate_block
+
+
+def test_lint_is_clean(tmp_path):
+    proc = snakemake("--lint", workdir=tmp_path)
+    assert "Congratulations" in proc.output
+
+
+def write_config(tmp_path, config) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(path)
+
+
+def test_unknown_config_key_stops_with_its_name(tmp_path):
+    config = copy.deepcopy(DEMO_CONFIG)
+    config["models"]["tiny-llava"]["batchsize"] = 4
+    proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "batchsize" in proc.output
+
+
+def test_wrong_type_stops_with_its_name(tmp_path):
+    config = copy.deepcopy(DEMO_CONFIG)
+    config["settings"]["open_world"]["max_new_tokens"] = "many"
+    proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "max_new_tokens" in proc.output and "many" in proc.output
+
+
+def test_dangling_reference_stops_with_the_key(tmp_path):
+    config = copy.deepcopy(DEMO_CONFIG)
+    config["tables"]["table1"]["models"].append("tiny-llava-typo")
+    proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=tmp_path, check=False)
+    assert proc.returncode != 0 and "tables.table1.models: unknown model 'tiny-llava-typo'" in proc.output
+
+
+def local_dataset_config(tmp_path, checksum=None, directory=None):
+    """A 'user' dataset fetched through the real download rule from a file:// URL."""
+    rows = [{"image": f"./data/Cars/cars_test/{i:05d}.jpg", "label": "a car", "split": "test"} for i in range(3)]
+    manifest = tmp_path / "cars.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps(["a car", "a bus"]))
+    sha = lambda p: "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()
+    config = copy.deepcopy(DEMO_CONFIG)
+    config["datasets"] = {
+        "cars": {
+            "paper_key": "stanford_cars",
+            "eval_split": "test",
+            "manifest": {"url": manifest.as_uri(), "checksum": checksum or sha(manifest)},
+            "classes": {"url": classes.as_uri(), "checksum": sha(classes)},
+            "images": {"prefix": "./data/Cars/", "directory": str(directory or tmp_path / "no-such-dir")},
+        }
+    }
+    config["tables"]["table1"]["datasets"] = ["cars"]
+    return write_config(tmp_path, config)
+
+
+def test_missing_image_directory_plans_but_fails_naming_it(tmp_path):
+    configfile = local_dataset_config(tmp_path)
+    assert snakemake("-n", "--configfile", configfile, workdir=tmp_path).returncode == 0
+    proc = snakemake("--configfile", configfile, "--cores", "1", "results/data/cars/test.jsonl", workdir=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert f"image directory {tmp_path / 'no-such-dir'} does not exist" in proc.output
+    assert not (tmp_path / "results/data/cars/test.jsonl").exists()
+    assert (tmp_path / "resources/upstream/cars/manifest.jsonl").exists()  # verified download kept
+
+
+def test_bad_checksum_fails_naming_the_url_and_keeps_nothing(tmp_path):
+    configfile = local_dataset_config(tmp_path, checksum="sha256:" + "0" * 64)
+    proc = snakemake("--configfile", configfile, "--cores", "1", "resources/upstream/cars/manifest.jsonl", workdir=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "cars.jsonl" in proc.output and "expected 000000" in proc.output
+    assert not list((tmp_path / "resources/upstream/cars").glob("*"))
+
+
+# --- the embedded demo, run once -----------------------------------------------------------------------------
+
+
+def test_demo_dry_run_plans_the_whole_dag(tmp_path):
+    proc = snakemake("-n", "--configfile", str(REPO / "demo" / "config.yaml"), workdir=tmp_path)
+    jobs = planned_jobs(proc.stdout)
+    assert jobs["generate"] == 4 * 2 * 2 and jobs["clip_zero_shot"] == 2 and jobs["build_tiny_model"] == 5
+
+
+def test_demo_report_holds_table1(demo_run):
+    table = (demo_run / "results/tables/table1.csv").read_text()
+    assert table.count("\n") == 1 + 4 * 2 * 2 + 2
+    html = (demo_run / "results/report/table1.html").read_text()
+    assert "Table 1: VLMs vs CLIP" in html and "LLaVA1.5-7B [tiny-llava]" in html
+    assert "data:image/png;base64" in html  # the Figure 1 chart is embedded
+    assert "table1.html" in (demo_run / "results/report/index.html").read_text()
+
+
+def test_demo_overflowing_closed_world_is_na_like_the_paper(demo_run):
+    import pandas as pd
+
+    table = pd.read_csv(demo_run / "results/tables/table1.csv")
+    cell = table[(table.model == "tiny-llava") & (table.dataset == "shapes36") & (table.setting == "closed_world")].iloc[0]
+    assert pd.isna(cell.ours) and "context_overflow" in cell.note
+    outputs = [json.loads(line) for line in (demo_run / "results/outputs/tiny-llava/shapes12/open_world.jsonl").open()]
+    assert {"item", "row", "image", "label", "prompt", "output", "pred", "model_revision"} <= outputs[0].keys()
+
+
+def test_demo_is_complete_after_run(demo_run):
+    proc = snakemake("-n", "--configfile", str(REPO / "demo" / "config.yaml"), workdir=demo_run)
+    assert "Nothing to be done" in proc.output
+
+
+def test_editing_one_models_prompt_reruns_only_its_jobs(demo_run, tmp_path):
+    config = copy.deepcopy(DEMO_CONFIG)
+    config["models"]["tiny-llava"]["template"] = "USER: <image>\n{question} Answer briefly.\nASSISTANT:"
+    proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=demo_run)
+    jobs = planned_jobs(proc.stdout)
+    assert jobs == {"generate": 4, "score": 4, "table1": 1, "render_notebook": 1, "report_index": 1, "all": 1}
+    assert all(w.startswith("model=tiny-llava,") for w in planned_wildcards(proc.stdout, "generate"))
+
+
+def test_comment_edit_reruns_nothing(demo_run, tmp_path):
+    text = (REPO / "demo" / "config.yaml").read_text().replace("seed: 1234", "seed: 1234  # the upstream seed")
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text("# a comment\n" + text)
+    proc = snakemake("-n", "--configfile", str(configfile), workdir=demo_run)
+    assert "Nothing to be done" in proc.output
+
+
+def test_changing_the_seed_reruns_plans_and_everything_after(demo_run, tmp_path):
+    config = copy.deepcopy(DEMO_CONFIG)
+    config["seed"] = 1
+    jobs = planned_jobs(snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=demo_run).stdout)
+    assert jobs["plan_queries"] == 6 and jobs["generate"] == 16 and "build_tiny_model" not in jobs
