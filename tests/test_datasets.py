@@ -584,6 +584,17 @@ def test_imagenet_flat_val_with_devkit(tmp_path):
     assert [r["split"] for r in rows[:2]] == ["train", "train"]
 
 
+def test_imagenet_flat_val_image_without_ground_truth(tmp_path):
+    devkit = write_devkit(tmp_path / "ILSVRC2012_devkit_t12", [(1, "n01440764"), (2, "n02119789")], [1, 2])
+    root = fake_imagenet(
+        tmp_path / "imagenet",
+        {"n01440764": ["n01440764_1.JPEG"], "n02119789": ["n02119789_1.JPEG"]},
+        ["ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000003.JPEG"],  # image 3 has no ground truth
+    )
+    with pytest.raises(ManifestError, match="ILSVRC2012_val_00000003"):
+        build_imagenet_manifest(root, ["tench", "kit fox"], devkit_dir=devkit)
+
+
 def test_imagenet_flat_val_without_devkit_raises(tmp_path):
     root = fake_imagenet(tmp_path / "imagenet", {"n01440764": ["n01440764_1.JPEG"]}, ["ILSVRC2012_val_00000001.JPEG"])
     with pytest.raises(ManifestError) as info:

@@ -145,7 +145,12 @@ def _imagenet_val_ground_truth(devkit: Path) -> list[str]:
             raise ManifestError(f"ImageNet devkit file {needed} is missing (expected the ILSVRC2012_devkit_t12 layout)")
     synsets = loadmat(meta, squeeze_me=True)["synsets"]
     id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}
-    return [id_to_wnid[int(line)] for line in truth.read_text().split()]
+    wnids = []
+    for line_no, value in enumerate(truth.read_text().split(), start=1):
+        if int(value) not in id_to_wnid:
+            raise ManifestError(f"{truth}: line {line_no} names ILSVRC2012 id {value}, which {meta} does not define")
+        wnids.append(id_to_wnid[int(value)])
+    return wnids
 
 
 def build_imagenet_manifest(imagenet_dir, classes: list[str], splits=("train", "valid"), devkit_dir=None) -> list[dict]:
@@ -175,6 +180,8 @@ def build_imagenet_manifest(imagenet_dir, classes: list[str], splits=("train", "
             flat: dict[str, list[str]] = {}
             for name in _list_images(folder):
                 number = int(name.rsplit("_", 1)[-1].split(".")[0])  # ILSVRC2012_val_00000001.JPEG -> 1
+                if not 1 <= number <= len(truth):
+                    raise ManifestError(f"{folder / name}: no label in the devkit ground truth ({len(truth)} lines)")
                 flat.setdefault(truth[number - 1], []).append(name)
             per_split[split] = {wnid: sorted(files) for wnid, files in sorted(flat.items())}
         else:

@@ -88,6 +88,5 @@ def extract_archive(archive, dest_dir) -> None:
 
 
 def _check_inside(dest_dir: Path, member: str, archive: Path) -> None:
-    target = (dest_dir / member).resolve()
-    if not str(target).startswith(str(dest_dir.resolve())):
+    if not (dest_dir / member).resolve().is_relative_to(dest_dir.resolve()):
         raise ValueError(f"{archive}: member {member!r} would be written outside {dest_dir}")
