@@ -2,6 +2,8 @@
 
 
 localrules:
+    table1,
+    render_notebook,
     report_index,
 
 

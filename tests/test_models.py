@@ -104,3 +104,11 @@ def test_clip_zero_shot_argmax_over_all_entries_and_over_candidates(tiny_models,
 def test_clip_directory_without_config_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="open_clip_config.json"):
         ClipModel(tmp_path)
+
+
+def test_hub_download_failure_names_the_model(tmp_path):
+    from vlmrepro.hub import download_snapshot
+
+    with pytest.raises(RuntimeError, match="llava-hf/llava-1.5-7b-hf@main"):
+        download_snapshot("llava-hf/llava-1.5-7b-hf", "main", tmp_path / "model")
+    assert not (tmp_path / "model").exists()

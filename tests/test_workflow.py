@@ -172,3 +172,20 @@ def test_changing_the_seed_reruns_plans_and_everything_after(demo_run, tmp_path)
     config["seed"] = 1
     jobs = planned_jobs(snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=demo_run).stdout)
     assert jobs["plan_queries"] == 6 and jobs["generate"] == 16 and "build_tiny_model" not in jobs
+
+
+def test_snakemake_report_lists_the_rendered_pages(demo_run, tmp_path):
+    report = tmp_path / "report.html"
+    snakemake("--configfile", str(REPO / "demo" / "config.yaml"), "--report", str(report), workdir=demo_run)
+    text = report.read_text(errors="replace")
+    assert "Paper tables" in text and "table1.html" in text
+
+
+def test_snakefiles_are_snakefmt_formatted():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    snakefmt = Path(sys.executable).parent / "snakefmt"
+    proc = subprocess.run([str(snakefmt), "--check", "Snakefile", "rules/"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

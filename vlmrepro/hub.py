@@ -30,6 +30,8 @@ def download_snapshot(repo_id: str, revision: str, out_dir, token_env: str = "HF
         raise RuntimeError(f"{repo_id} is gated: accept its licence on the hub and export {token_env}") from None
     except RepositoryNotFoundError:
         raise RuntimeError(f"{repo_id} not found on the hub (or private without {token_env} set)") from None
+    except Exception as err:  # offline mode, network errors, unknown revision
+        raise RuntimeError(f"could not download {repo_id}@{revision}: {type(err).__name__}: {err}") from err
     shutil.rmtree(tmp / ".cache", ignore_errors=True)
     (tmp / "REVISION").write_text(info.sha + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)
