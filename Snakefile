@@ -18,6 +18,7 @@ wildcard_constraints:
     dataset=one_of(DATASETS),
     setting=one_of(SETTINGS),
     split="[A-Za-z0-9_-]+",
+    table=one_of(TABLES),
 
 
 include: "rules/datasets.smk"

@@ -1,4 +1,5 @@
 # Helpers shared by every stage: configuration checks, registries split by kind, input and params functions.
+import os
 import re
 
 from snakemake.utils import validate
@@ -136,35 +137,44 @@ def model_gpus(wildcards):
 
 # --- tables ---------------------------------------------------------------------------------------------------
 
+TABLES = config["tables"]
 
-def _excluded(rules, model, dataset, setting):
-    cell = {"model": model, "dataset": dataset, "setting": setting}
+
+def _excluded(rules, cell):
     return any(all(cell[k] == v for k, v in rule.items()) for rule in rules)
 
 
-def table1_cells():
-    """Every (model, dataset, setting) cell of Table 1 with its paper names; excluded cells carry the reason."""
-    table = config["tables"]["table1"]
+def table_cells(table):
+    """Every (model, dataset, setting) cell of a table with its paper names; excluded cells carry the reason."""
+    spec = TABLES[table]
     cells = []
-    for model in table["models"]:
-        group = "clip_settings" if model in CLIP_MODELS else "vlm_settings"
-        for dataset in table["datasets"]:
-            for setting in table[group]:
-                cell = {
-                    "model": model,
-                    "paper_model": MODELS[model]["paper_name"],
-                    "dataset": dataset,
-                    "paper_dataset": DATASETS[dataset]["paper_key"],
-                    "setting": setting,
-                    "paper_setting": SETTINGS[setting]["paper_setting"],
-                }
-                if _excluded(table["exclude"], model, dataset, setting):
-                    cell["not_run"] = "not run: excluded in tables.table1.exclude"
-                cells.append(cell)
+    for group in spec["groups"]:
+        for model in group["models"]:
+            for dataset in group["datasets"]:
+                for setting, paper_setting in group["columns"].items():
+                    cell = {
+                        "model": model,
+                        "paper_model": MODELS[model]["paper_name"],
+                        "dataset": dataset,
+                        "paper_dataset": DATASETS[dataset]["paper_key"],
+                        "setting": setting,
+                        "paper_setting": paper_setting,
+                    }
+                    if _excluded(spec["exclude"], cell):
+                        cell["not_run"] = f"not run: excluded in tables.{table}.exclude"
+                    cells.append(cell)
     return cells
 
 
-def table1_score_files(wildcards=None):
+def table_score_files(wildcards):
     return [
-        f"results/scores/{c['model']}/{c['dataset']}/{c['setting']}.json" for c in table1_cells() if "not_run" not in c
+        f"results/scores/{c['model']}/{c['dataset']}/{c['setting']}.json"
+        for c in table_cells(wildcards.table)
+        if "not_run" not in c
     ]
+
+
+def table_notebook(wildcards):
+    """notebooks/<table>.ipynb when the table has its own figures, else the generic table notebook."""
+    own = os.path.join(workflow.basedir, "notebooks", f"{wildcards.table}.ipynb")
+    return own if os.path.exists(own) else os.path.join(workflow.basedir, "notebooks", "paper_table.ipynb")

@@ -2,29 +2,30 @@
 
 
 localrules:
-    table1,
+    build_table,
     render_notebook,
     report_index,
 
 
-rule table1:
+rule build_table:
     input:
-        table1_score_files,
+        table_score_files,
     output:
-        "results/tables/table1.csv",
+        "results/tables/{table}.csv",
     log:
-        "logs/table1.log",
+        "logs/build_table/{table}.log",
     conda:
         "../envs/report.yaml"
     params:
-        cells=table1_cells(),
+        cells=lambda wc: table_cells(wc.table),
+        paper_table=lambda wc: TABLES[wc.table]["paper_table"],
     script:
-        "../scripts/table1.py"
+        "../scripts/build_table.py"
 
 
 rule render_notebook:
     input:
-        notebook=os.path.join(workflow.basedir, "notebooks", "{table}.ipynb"),
+        notebook=table_notebook,
         table="results/tables/{table}.csv",
     output:
         notebook="results/report/{table}.ipynb",
@@ -36,22 +37,22 @@ rule render_notebook:
         ),
     log:
         "logs/render_notebook/{table}.log",
-    wildcard_constraints:
-        table="table[0-9]+",
     conda:
         "../envs/report.yaml"
     params:
         kernel=config["report"]["kernel"],
+        title=lambda wc: TABLES[wc.table]["paper_table"],
+        package=workflow.basedir,  # the notebooks import vlmrepro, also from a conda env
     shell:
-        "(papermill {input.notebook} {output.notebook} -k {params.kernel} --cwd . "
-        "-p table_csv {input.table} "
+        "(PYTHONPATH={params.package} papermill {input.notebook} {output.notebook} -k {params.kernel} --cwd . "
+        "-p table_csv {input.table} -p title '{params.title}' "
         "&& jupyter nbconvert --to html --no-input {output.notebook} --output-dir results/report) > {log} 2>&1"
 
 
 rule report_index:
     input:
-        tables=["results/tables/table1.csv"],
-        pages=["results/report/table1.html"],
+        tables=expand("results/tables/{table}.csv", table=TABLES),
+        pages=expand("results/report/{table}.html", table=TABLES),
     output:
         report("results/report/index.html", category="Index", labels={"page": "index"}),
     log:

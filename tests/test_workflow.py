@@ -33,7 +33,7 @@ def test_paper_config_plans_every_table1_job_without_data(tmp_path):
     assert jobs["clip_zero_shot"] == 8
     assert jobs["download_model"] == 9
     assert jobs["build_imagenet_manifest"] == 1
-    assert jobs["table1"] == 1 and jobs["render_notebook"] == 1
+    assert jobs["build_table"] == 1 and jobs["render_notebook"] == 1
 
 
 def test_slurm_profile_plans_gpu_jobs(tmp_path):
@@ -72,9 +72,9 @@ def test_wrong_type_stops_with_its_name(tmp_path):
 
 def test_dangling_reference_stops_with_the_key(tmp_path):
     config = copy.deepcopy(DEMO_CONFIG)
-    config["tables"]["table1"]["models"].append("tiny-llava-typo")
+    config["tables"]["table1"]["groups"][0]["models"].append("tiny-llava-typo")
     proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=tmp_path, check=False)
-    assert proc.returncode != 0 and "tables.table1.models: unknown model 'tiny-llava-typo'" in proc.output
+    assert proc.returncode != 0 and "tables.table1.groups[0].models: unknown model 'tiny-llava-typo'" in proc.output
 
 
 def local_dataset_config(tmp_path, checksum=None, directory=None):
@@ -95,7 +95,8 @@ def local_dataset_config(tmp_path, checksum=None, directory=None):
             "images": {"prefix": "./data/Cars/", "directory": str(directory or tmp_path / "no-such-dir")},
         }
     }
-    config["tables"]["table1"]["datasets"] = ["cars"]
+    for group in config["tables"]["table1"]["groups"]:
+        group["datasets"] = ["cars"]
     return write_config(tmp_path, config)
 
 
@@ -155,7 +156,7 @@ def test_editing_one_models_prompt_reruns_only_its_jobs(demo_run, tmp_path):
     config["models"]["tiny-llava"]["template"] = "USER: <image>\n{question} Answer briefly.\nASSISTANT:"
     proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=demo_run)
     jobs = planned_jobs(proc.stdout)
-    assert jobs == {"generate": 4, "score": 4, "table1": 1, "render_notebook": 1, "report_index": 1, "all": 1}
+    assert jobs == {"generate": 4, "score": 4, "build_table": 1, "render_notebook": 1, "report_index": 1, "all": 1}
     assert all(w.startswith("model=tiny-llava,") for w in planned_wildcards(proc.stdout, "generate"))
 
 

@@ -34,20 +34,24 @@ def check_config(config: dict) -> None:
                 errors.append(f"{where}.template must contain {{question}}")
             if not model.get("answer_marker"):
                 errors.append(f"{where}.answer_marker is required for family {model['family']}")
-    settings = config.get("settings", {})
+    settings, models, datasets = config.get("settings", {}), config.get("models", {}), config.get("datasets", {})
     for name, table in config.get("tables", {}).items():
-        where = f"tables.{name}"
-        for model in table.get("models", []):
-            if model not in config.get("models", {}):
-                errors.append(f"{where}.models: unknown model {model!r}")
-        for dataset in table.get("datasets", []):
-            if dataset not in config.get("datasets", {}):
-                errors.append(f"{where}.datasets: unknown dataset {dataset!r}")
-        for group, kind in (("vlm_settings", "generate"), ("clip_settings", "clip")):
-            for setting in table.get(group, []):
+        for g, group in enumerate(table["groups"]):
+            where = f"tables.{name}.groups[{g}]"
+            for model in group["models"]:
+                if model not in models:
+                    errors.append(f"{where}.models: unknown model {model!r}")
+            for dataset in group["datasets"]:
+                if dataset not in datasets:
+                    errors.append(f"{where}.datasets: unknown dataset {dataset!r}")
+            for setting in group["columns"]:
                 if setting not in settings:
-                    errors.append(f"{where}.{group}: unknown setting {setting!r}")
-                elif settings[setting]["kind"] != kind:
-                    errors.append(f"{where}.{group}: setting {setting!r} is of kind {settings[setting]['kind']!r}")
+                    errors.append(f"{where}.columns: unknown setting {setting!r}")
+                    continue
+                kind = settings[setting]["kind"]
+                for model in group["models"]:
+                    is_clip = models.get(model, {}).get("family") in CLIP_FAMILIES
+                    if model in models and is_clip != (kind == "clip"):
+                        errors.append(f"{where}: setting {setting!r} ({kind}) cannot run model {model!r}")
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))

@@ -167,14 +167,16 @@ def build_imagenet_manifest(imagenet_dir, classes: list[str], splits=("train", "
             f"ImageNet directory {root} does not exist: set datasets.imagenet.images.directory in the config to a "
             "folder holding train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (or a flat val/ plus the devkit)"
         )
-    per_split: dict[str, dict[str, list[str]]] = {}
+    # split -> (folder name, {wnid: sorted file names}, whether files sit in wnid sub-folders)
+    per_split: dict[str, tuple[str, dict[str, list[str]], bool]] = {}
     for split in splits:
-        folder = root / ("val" if split == "valid" else split)
+        folder_name = "val" if split == "valid" else split
+        folder = root / folder_name
         if not folder.is_dir():
             raise ManifestError(f"ImageNet split folder {folder} is missing")
         subdirs = sorted(e.name for e in os.scandir(folder) if e.is_dir())
         if subdirs:
-            per_split[split] = {wnid: _list_images(folder / wnid) for wnid in subdirs}
+            per_split[split] = (folder_name, {wnid: _list_images(folder / wnid) for wnid in subdirs}, True)
         elif split == "valid" and devkit_dir:
             truth = _imagenet_val_ground_truth(Path(devkit_dir))
             flat: dict[str, list[str]] = {}
@@ -183,34 +185,31 @@ def build_imagenet_manifest(imagenet_dir, classes: list[str], splits=("train", "
                 if not 1 <= number <= len(truth):
                     raise ManifestError(f"{folder / name}: no label in the devkit ground truth ({len(truth)} lines)")
                 flat.setdefault(truth[number - 1], []).append(name)
-            per_split[split] = {wnid: sorted(files) for wnid, files in sorted(flat.items())}
+            per_split[split] = (folder_name, {wnid: sorted(flat[wnid]) for wnid in sorted(flat)}, False)
         else:
             raise ManifestError(f"{folder} has no WordNet-id folders (a flat val/ needs imagenet devkit_dir in config)")
-    wnids = sorted(set().union(*(d.keys() for d in per_split.values())))
+    wnids = sorted(set().union(*(files.keys() for _, files, _ in per_split.values())))
     if len(wnids) != len(classes):
         raise ManifestError(
             f"{root}: found {len(wnids)} WordNet-id folders but the class list has {len(classes)} names"
         )
     wnid_index = {wnid: i for i, wnid in enumerate(wnids)}
-    rows, idx = [], 0
+    rows = []
     for split in splits:
-        flat_val = not any((root / "val" / w).is_dir() for w in per_split[split]) if split == "valid" else False
-        for wnid, files in per_split[split].items():
+        folder_name, files_by_wnid, nested = per_split[split]
+        for wnid, files in files_by_wnid.items():
             for name in files:
-                folder = "val" if split == "valid" else split
-                rel = f"{folder}/{name}" if flat_val else f"{folder}/{wnid}/{name}"
-                label_idx = wnid_index[wnid]
+                rel = f"{folder_name}/{wnid}/{name}" if nested else f"{folder_name}/{name}"
                 rows.append(
                     {
                         "image": IMAGENET_PREFIX + rel,
-                        "label": classes[label_idx],
-                        "label_idx": label_idx,
+                        "label": classes[wnid_index[wnid]],
+                        "label_idx": wnid_index[wnid],
                         "imagenet_label": wnid,
-                        "idx": idx,
+                        "idx": len(rows),
                         "split": split,
                     }
                 )
-                idx += 1
     return rows
 
 

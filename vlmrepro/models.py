@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -131,8 +130,3 @@ class ClipModel:
     def encode_images(self, pixel_batch: torch.Tensor) -> torch.Tensor:
         feats = self.model.encode_image(pixel_batch.to(self.device, self.dtype))
         return torch.nn.functional.normalize(feats.float(), dim=-1)
-
-
-def load_json(path):
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)

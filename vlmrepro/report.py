@@ -1,4 +1,4 @@
-"""The report's index page: one link per rendered notebook with a one-line summary of its table."""
+"""Report helpers shared by the papermill notebooks, and the index page."""
 
 from __future__ import annotations
 
@@ -6,6 +6,50 @@ import html
 from pathlib import Path
 
 import pandas as pd
+
+NUMERIC = ["ours", "ours_strict", "paper", "delta", "n_evaluated", "n_items"]
+
+
+def load_table(path) -> pd.DataFrame:
+    frame = pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in NUMERIC})
+    frame["row"] = frame["paper_model"] + " [" + frame["model"] + "]"
+    return frame
+
+
+def _fmt(value) -> str:
+    return "N/A" if pd.isna(value) else f"{value:.1f}"
+
+
+def side_by_side(frame: pd.DataFrame, value: str = "ours") -> pd.DataFrame:
+    """Rows: models; columns: (dataset, ours | paper | Δ)."""
+    out = {}
+    for dataset in dict.fromkeys(frame["dataset"]):
+        sub = frame[frame.dataset == dataset].set_index("row")
+        out[(dataset, "ours")] = sub[value].map(_fmt)
+        out[(dataset, "paper")] = sub["paper"].map(_fmt)
+        out[(dataset, "Δ")] = sub["delta"].map(lambda d: "" if pd.isna(d) else f"{d:+.1f}")
+    result = pd.DataFrame(out)
+    return result.reindex([r for r in dict.fromkeys(frame["row"]) if r in result.index])
+
+
+def by_setting(frame: pd.DataFrame):
+    """(paper setting label, side-by-side table) in table order."""
+    for setting in dict.fromkeys(frame["paper_setting"]):
+        yield setting, side_by_side(frame[frame.paper_setting == setting])
+
+
+def not_computed(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[(frame["note"] != "") | frame["ours"].isna()][["row", "dataset", "setting", "ours", "note", "paper_note"]]
+
+
+def ours_vs_paper_long(frame: pd.DataFrame) -> pd.DataFrame:
+    """Long format (one row per cell and source) for bar charts; cells without a number are dropped."""
+    long = pd.concat(
+        [frame.assign(source="ours", accuracy=frame["ours"]), frame.assign(source="paper", accuracy=frame["paper"])],
+        ignore_index=True,
+    )
+    return long.dropna(subset=["accuracy"])
+
 
 TITLES = {"table1": "Table 1 — VLMs vs CLIP, open- and closed-world classification (and Figure 1)"}
 
@@ -23,7 +67,7 @@ def index_html(pages: list[str], tables: list[str]) -> str:
     items = []
     for page, table in zip(pages, tables):
         name = Path(page).stem
-        summary = table_summary(pd.read_csv(table))
+        summary = table_summary(load_table(table))
         items.append(
             f'<li><a href="{html.escape(Path(page).name)}">{html.escape(TITLES.get(name, name))}</a>'
             f"<br><small>{html.escape(summary)}</small></li>"

@@ -44,12 +44,12 @@ def score_outputs(rows: list[dict], resplit_marker: str | None = None) -> dict:
         status, count = max(not_evaluated.items(), key=lambda kv: kv[1])
         example = next(r.get("reason", "") for r in rows if r.get("status") == status)
         result.update(
-            substring=None,
-            word_boundary=None,
+            accuracy=None,
+            accuracy_word_boundary=None,
             na_reason=f"N/A: {status} for {count} of {len(rows)} items (first: {example})",
         )
         return result
     preds = [(r["label"], upstream_pred(r["pred"], resplit_marker)) for r in evaluated]
-    result["substring"] = 100 * sum(substring_correct(l, p) for l, p in preds) / (n + 1e-9)
-    result["word_boundary"] = 100 * sum(word_boundary_correct(l, p) for l, p in preds) / (n + 1e-9)
+    result["accuracy"] = 100 * sum(substring_correct(l, p) for l, p in preds) / (n + 1e-9)
+    result["accuracy_word_boundary"] = 100 * sum(word_boundary_correct(l, p) for l, p in preds) / (n + 1e-9)
     return result

@@ -1,7 +1,7 @@
 from vlmrepro.io import atomic_path, read_json
 from vlmrepro.paper import load_paper_results
 from vlmrepro.smk import job_logging
-from vlmrepro.tables import table1
+from vlmrepro.tables import build_table
 
 with job_logging(snakemake):
     scores = iter(snakemake.input)
@@ -9,7 +9,7 @@ with job_logging(snakemake):
     for cell in cells:
         if "not_run" not in cell:
             cell["score"] = read_json(next(scores))
-    frame = table1(cells, load_paper_results())
+    frame = build_table(cells, load_paper_results(), snakemake.params.paper_table)
     with atomic_path(snakemake.output[0]) as tmp:
         frame.to_csv(tmp, index=False)
     print(frame.to_string())
