@@ -8,7 +8,11 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 
-configfile: os.path.join(workflow.basedir, "config.yaml")
+# config.yaml is the full paper; a config given with --configfile (the demo, a site config) replaces it whole
+# instead of being merged into it, so no paper model or dataset leaks into another configuration.
+if not workflow.overwrite_configfiles:
+
+    configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "rules/common.smk"

@@ -108,7 +108,7 @@ def generation_params(wildcards):
     return {
         "family": m["family"],
         "source": model_revision_param(wildcards.model),
-        "template": m["template"],
+        "template": m["cot_template"] if s["chain_of_thought"] else m["template"],
         "answer_marker": m["answer_marker"],
         "dtype": m["dtype"],
         "batch_size": m["batch_size"],
@@ -151,14 +151,15 @@ def table_cells(table):
     for group in spec["groups"]:
         for model in group["models"]:
             for dataset in group["datasets"]:
-                for setting, paper_setting in group["columns"].items():
+                for column in group["columns"]:
                     cell = {
                         "model": model,
                         "paper_model": MODELS[model]["paper_name"],
                         "dataset": dataset,
                         "paper_dataset": DATASETS[dataset]["paper_key"],
-                        "setting": setting,
-                        "paper_setting": paper_setting,
+                        "setting": column["setting"],
+                        "paper_setting": column["paper"],
+                        "metric": column["metric"],
                     }
                     if _excluded(spec["exclude"], cell):
                         cell["not_run"] = f"not run: excluded in tables.{table}.exclude"
@@ -167,11 +168,12 @@ def table_cells(table):
 
 
 def table_score_files(wildcards):
-    return [
+    files = [
         f"results/scores/{c['model']}/{c['dataset']}/{c['setting']}.json"
         for c in table_cells(wildcards.table)
         if "not_run" not in c
     ]
+    return list(dict.fromkeys(files))  # a setting shown in two columns is scored once
 
 
 def table_notebook(wildcards):

@@ -25,20 +25,23 @@ def planned_wildcards(output: str, rule: str) -> list[str]:
     return [re.search(r"wildcards: (.*)", b)[1] for b in blocks if "wildcards:" in b]
 
 
-def test_paper_config_plans_every_table1_job_without_data(tmp_path):
+def test_paper_config_plans_every_job_without_data(tmp_path):
     proc = snakemake("-n", workdir=tmp_path)
     jobs = planned_jobs(proc.stdout)
-    # 7 VLMs x (4 open-world + 3 closed-world; ImageNet closed-world is N/A in the paper) and 2 CLIPs x 4 datasets
-    assert jobs["generate"] == 49
-    assert jobs["clip_zero_shot"] == 8
+    # Table 1: 7 VLMs x (4 open-world + 3 closed-world; ImageNet closed-world is N/A in the paper) = 49
+    # Table 2: 2 VLMs x (3 more wordings x 4 datasets + fixed order and CoT x 3 datasets) = 36
+    # Table 9: 2 VLMs x 4 K x 4 datasets = 32
+    assert jobs["generate"] == 49 + 36 + 32
+    # Table 1: 2 CLIPs x 4 datasets; Table 9: CLIP-L x 4 K x 4 datasets
+    assert jobs["clip_zero_shot"] == 8 + 16
     assert jobs["download_model"] == 9
     assert jobs["build_imagenet_manifest"] == 1
-    assert jobs["build_table"] == 1 and jobs["render_notebook"] == 1
+    assert jobs["build_table"] == 3 and jobs["render_notebook"] == 3  # Tables 1, 2, 9
 
 
 def test_slurm_profile_plans_gpu_jobs(tmp_path):
     proc = snakemake("--profile", str(REPO / "profiles" / "slurm"), "-n", workdir=tmp_path)
-    assert planned_jobs(proc.stdout)["generate"] == 49
+    assert planned_jobs(proc.stdout)["generate"] == 117
     generate_block = re.search(r"rule generate:\n(.*?)\n\n", proc.stdout, re.S)[1]
     assert "gpu=1" in generate_block and "slurm_partition=gpu" in generate_block
 
@@ -95,6 +98,7 @@ def local_dataset_config(tmp_path, checksum=None, directory=None):
             "images": {"prefix": "./data/Cars/", "directory": str(directory or tmp_path / "no-such-dir")},
         }
     }
+    config["tables"] = {"table1": config["tables"]["table1"]}
     for group in config["tables"]["table1"]["groups"]:
         group["datasets"] = ["cars"]
     return write_config(tmp_path, config)
@@ -124,7 +128,9 @@ def test_bad_checksum_fails_naming_the_url_and_keeps_nothing(tmp_path):
 def test_demo_dry_run_plans_the_whole_dag(tmp_path):
     proc = snakemake("-n", "--configfile", str(REPO / "demo" / "config.yaml"), workdir=tmp_path)
     jobs = planned_jobs(proc.stdout)
-    assert jobs["generate"] == 4 * 2 * 2 and jobs["clip_zero_shot"] == 2 and jobs["build_tiny_model"] == 5
+    # Table 1: 4 VLMs x 2 datasets x 2; Table 2: 2 VLMs x 2 datasets x 5 more settings; Table 9: 2 VLMs x 4 K
+    assert jobs["generate"] == 16 + 20 + 8 and jobs["clip_zero_shot"] == 2 + 4 and jobs["build_tiny_model"] == 5
+    assert "download_model" not in jobs and "download_upstream_file" not in jobs  # nothing of config.yaml leaks in
 
 
 def test_demo_report_holds_table1(demo_run):
@@ -156,7 +162,11 @@ def test_editing_one_models_prompt_reruns_only_its_jobs(demo_run, tmp_path):
     config["models"]["tiny-llava"]["template"] = "USER: <image>\n{question} Answer briefly.\nASSISTANT:"
     proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=demo_run)
     jobs = planned_jobs(proc.stdout)
-    assert jobs == {"generate": 4, "score": 4, "build_table": 1, "render_notebook": 1, "report_index": 1, "all": 1}
+    # every tiny-llava output made with that template (chain-of-thought settings use cot_template), nothing else
+    expected = [p for p in (demo_run / "results/outputs/tiny-llava").glob("*/*.jsonl") if "cot" not in p.stem]
+    assert jobs == {
+        "generate": len(expected), "score": len(expected), "build_table": 3, "render_notebook": 3, "report_index": 1, "all": 1
+    }
     assert all(w.startswith("model=tiny-llava,") for w in planned_wildcards(proc.stdout, "generate"))
 
 
@@ -172,7 +182,10 @@ def test_changing_the_seed_reruns_plans_and_everything_after(demo_run, tmp_path)
     config = copy.deepcopy(DEMO_CONFIG)
     config["seed"] = 1
     jobs = planned_jobs(snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=demo_run).stdout)
-    assert jobs["plan_queries"] == 6 and jobs["generate"] == 16 and "build_tiny_model" not in jobs
+    n_plans = len(list((demo_run / "results/queries").glob("*/*.jsonl")))
+    n_outputs = len(list((demo_run / "results/outputs").glob("*/*/*.jsonl")))
+    assert jobs["plan_queries"] == n_plans and jobs["generate"] + jobs["clip_zero_shot"] == n_outputs
+    assert "build_tiny_model" not in jobs and "prepare_split" not in jobs
 
 
 def test_snakemake_report_lists_the_rendered_pages(demo_run, tmp_path):

@@ -44,11 +44,16 @@ def check_config(config: dict) -> None:
             for dataset in group["datasets"]:
                 if dataset not in datasets:
                     errors.append(f"{where}.datasets: unknown dataset {dataset!r}")
-            for setting in group["columns"]:
+            for column in group["columns"]:
+                setting = column["setting"]
                 if setting not in settings:
                     errors.append(f"{where}.columns: unknown setting {setting!r}")
                     continue
                 kind = settings[setting]["kind"]
+                if settings[setting].get("chain_of_thought"):
+                    for model in group["models"]:
+                        if model in models and "{question}" not in models[model].get("cot_template", ""):
+                            errors.append(f"{where}: setting {setting!r} needs models.{model}.cot_template")
                 for model in group["models"]:
                     is_clip = models.get(model, {}).get("family") in CLIP_FAMILIES
                     if model in models and is_clip != (kind == "clip"):
