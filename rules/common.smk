@@ -4,7 +4,7 @@ import re
 
 from snakemake.utils import validate
 
-from vlmrepro import evaluate, queries, scoring
+from vlmrepro import evaluate, loglik, queries, scoring
 from vlmrepro.config import check_config
 
 validate(config, "../schemas/config.schema.yaml")
@@ -25,6 +25,9 @@ VLM_MODELS = [k for k, m in MODELS.items() if m["family"] != "open_clip"]
 CLIP_MODELS = [k for k, m in MODELS.items() if m["family"] == "open_clip"]
 HUB_MODELS = [k for k, m in MODELS.items() if "hub" in m]
 TINY_MODELS = [k for k, m in MODELS.items() if "tiny" in m]
+GENERATE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "generate"]
+CLIP_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "clip"]
+LOGLIK_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "loglik"]
 SYNTHETIC_DATASETS = [k for k, d in DATASETS.items() if "synthetic" in d]
 BUILT_DATASETS = [k for k, d in DATASETS.items() if d.get("manifest", {}).get("build")]
 ARCHIVE_DATASETS = [k for k, d in DATASETS.items() if "archive" in d.get("images", {})]
@@ -99,6 +102,7 @@ def query_params(wildcards):
         "question": s["question"],
         "candidates": s["candidates"],
         "order": s["order"],
+        "limit": s["limit"],
         "protocol": queries.PROTOCOL_VERSION,
     }
 
@@ -128,6 +132,30 @@ def clip_params(wildcards):
         "batch_size": m["batch_size"],
         "device": config["device"],
         "protocol": evaluate.CLIP_PROTOCOL_VERSION,
+    }
+
+
+def loglik_params(wildcards):
+    m, s = MODELS[wildcards.model], SETTINGS[wildcards.setting]
+    return {
+        "family": m["family"],
+        "source": model_revision_param(wildcards.model),
+        **m["loglik"],
+        "question": s["question"],
+        "text_prior": s["cfg_mode"] == "paper",
+        "dtype": m["dtype"],
+        "padding_side": config["padding_side"],
+        "device": config["device"],
+        "protocol": loglik.LOGLIK_PROTOCOL_VERSION,
+    }
+
+
+def loglik_scoring_params(wildcards):
+    s = SETTINGS[wildcards.setting]
+    return {
+        "alphas": s["cfg_alphas"],
+        "text_prior": s["cfg_mode"] == "paper",
+        "protocol": scoring.LOGLIK_SCORING_VERSION,
     }
 
 

@@ -12,6 +12,7 @@ rule generate:
         "logs/generate/{model}/{dataset}/{setting}.log",
     wildcard_constraints:
         model=one_of(VLM_MODELS),
+        setting=one_of(GENERATE_SETTINGS),
     conda:
         "../envs/models.yaml"
     resources:
@@ -34,6 +35,7 @@ rule clip_zero_shot:
         "logs/clip_zero_shot/{model}/{dataset}/{setting}.log",
     wildcard_constraints:
         model=one_of(CLIP_MODELS),
+        setting=one_of(CLIP_SETTINGS),
     conda:
         "../envs/models.yaml"
     resources:
@@ -44,6 +46,48 @@ rule clip_zero_shot:
         "../scripts/clip_zero_shot.py"
 
 
+rule loglik:
+    input:
+        queries="results/queries/{dataset}/{setting}.jsonl",
+        classes="results/data/{dataset}/classes.json",
+        model="models/{model}",
+    output:
+        rows="results/outputs/{model}/{dataset}/{setting}.jsonl",
+        logprobs="results/outputs/{model}/{dataset}/{setting}.npz",
+        meta="results/outputs/{model}/{dataset}/{setting}.meta.json",
+    log:
+        "logs/loglik/{model}/{dataset}/{setting}.log",
+    wildcard_constraints:
+        model=one_of(VLM_MODELS),
+        setting=one_of(LOGLIK_SETTINGS),
+    conda:
+        "../envs/models.yaml"
+    resources:
+        gpu=model_gpus,
+    params:
+        run=loglik_params,
+    script:
+        "../scripts/loglik.py"
+
+
+rule score_loglik:
+    input:
+        rows="results/outputs/{model}/{dataset}/{setting}.jsonl",
+        logprobs="results/outputs/{model}/{dataset}/{setting}.npz",
+    output:
+        "results/scores/{model}/{dataset}/{setting}.json",
+    log:
+        "logs/score_loglik/{model}/{dataset}/{setting}.log",
+    wildcard_constraints:
+        setting=one_of(LOGLIK_SETTINGS),
+    conda:
+        "../envs/data.yaml"
+    params:
+        scoring=loglik_scoring_params,
+    script:
+        "../scripts/score_loglik.py"
+
+
 rule score:
     input:
         "results/outputs/{model}/{dataset}/{setting}.jsonl",
@@ -51,6 +95,8 @@ rule score:
         "results/scores/{model}/{dataset}/{setting}.json",
     log:
         "logs/score/{model}/{dataset}/{setting}.log",
+    wildcard_constraints:
+        setting=one_of(GENERATE_SETTINGS + CLIP_SETTINGS),
     conda:
         "../envs/data.yaml"
     params:

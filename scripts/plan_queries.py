@@ -12,6 +12,7 @@ with job_logging(snakemake):
         plan["seed"],
         candidates=plan["candidates"],
         order=plan["order"],
+        limit=plan["limit"],
     )
     write_jsonl(snakemake.output[0], queries)
     print(f"{len(queries)} queries")

@@ -50,6 +50,10 @@ def check_config(config: dict) -> None:
                     errors.append(f"{where}.columns: unknown setting {setting!r}")
                     continue
                 kind = settings[setting]["kind"]
+                if kind == "loglik":
+                    for model in group["models"]:
+                        if model in models and "template" not in models[model].get("loglik", {}):
+                            errors.append(f"{where}: setting {setting!r} needs models.{model}.loglik.template")
                 if settings[setting].get("chain_of_thought"):
                     for model in group["models"]:
                         if model in models and "{question}" not in models[model].get("cot_template", ""):

@@ -53,3 +53,57 @@ def score_outputs(rows: list[dict], resplit_marker: str | None = None) -> dict:
     result["accuracy"] = 100 * sum(substring_correct(l, p) for l, p in preds) / (n + 1e-9)
     result["accuracy_word_boundary"] = 100 * sum(word_boundary_correct(l, p) for l, p in preds) / (n + 1e-9)
     return result
+
+
+# --- probabilistic inference (PROTOCOL §6.5) -------------------------------------------------------------------
+
+LOGLIK_SCORING_VERSION = 1
+
+
+def _class_sums(token_logprobs, offsets):
+    import numpy as np
+
+    return np.add.reduceat(token_logprobs, offsets[:-1], axis=-1)
+
+
+def _top_k(scores, k: int = 5):
+    """Upstream: the last k indices of NumPy's default ascending argsort, reversed (fixes the tie order)."""
+    import numpy as np
+
+    return np.argsort(scores, axis=-1)[:, -k:][:, ::-1]
+
+
+def _accuracies(scores, labels) -> tuple[float, float]:
+    top = _top_k(scores)
+    return 100 * float((top[:, 0] == labels).mean()), 100 * float((top == labels[:, None]).any(axis=1).mean())
+
+
+def score_loglik(records: list[dict], arrays: dict, alphas=range(9), text_prior_alphas=None) -> dict:
+    """Top-1 (and top-5) accuracy of Sum, Avg and CFG scores over the evaluated items.
+
+    CFG as the upstream code computes it: G_α(c) = Σ_k [α·ℓ_k(c|x) + (1−α)·ℓ̄_k(c)], with ℓ̄ the mean over the
+    evaluated images; the reported number is the best α on the same images (the whole grid is kept). With a text-only
+    prior in ``arrays['prior']`` the paper's variant is added: t·avg(c|x, prompt) + (1−t)·avg(c|prompt).
+    """
+    import numpy as np
+
+    ok = np.array([r.get("status") == "ok" for r in records])
+    result: dict = {"n_items": len(records), "n_evaluated": int(ok.sum())}
+    if not ok.any():
+        result["na_reason"] = "N/A: no item could be scored"
+        return result
+    tokens, offsets = arrays["token_logprobs"][ok].astype(np.float64), arrays["class_offsets"]
+    labels, lengths = arrays["label_index"][ok], np.diff(offsets)
+    sums = _class_sums(tokens, offsets)
+    result["accuracy_sum"], result["top5_sum"] = _accuracies(sums, labels)
+    result["accuracy_avg"], result["top5_avg"] = _accuracies(sums / lengths, labels)
+    prior_sums = _class_sums(tokens.mean(axis=0, keepdims=True), offsets)
+    grid = {str(a): _accuracies(a * sums + (1 - a) * prior_sums, labels)[0] for a in alphas}
+    best = max(grid, key=lambda a: grid[a])  # first best α on ties
+    result.update(accuracy_cfg=grid[best], cfg_best_alpha=float(best), cfg_grid=grid)
+    if "prior" in arrays and text_prior_alphas is not None:
+        prior_avg = _class_sums(arrays["prior"][None].astype(np.float64), offsets) / lengths
+        paper_grid = {str(t): _accuracies(t * sums / lengths + (1 - t) * prior_avg, labels)[0] for t in text_prior_alphas}
+        best = max(paper_grid, key=lambda t: paper_grid[t])
+        result.update(accuracy_cfg_text_prior=paper_grid[best], cfg_text_prior_best=float(best), cfg_text_prior_grid=paper_grid)
+    return result

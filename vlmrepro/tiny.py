@@ -76,13 +76,13 @@ def llama_tokenizer(vocab_size: int = 300):
 
 
 def opt_tokenizer(vocab_size: int = 400):
-    """GPT-2-style byte-level BPE, as OPT (BLIP-2) uses."""
+    """GPT-2-style byte-level BPE that starts every text with '</s>', as OPT (BLIP-2) does."""
     from transformers import GPT2Tokenizer
 
     vocab, merges = _bpe_vocab(byte_level=True, vocab_size=vocab_size)
     return GPT2Tokenizer(
         vocab=vocab, merges=merges, bos_token="</s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-        padding_side="left",
+        padding_side="left", add_bos_token=True,
     )
 
 

@@ -1,0 +1,126 @@
+"""Probabilistic inference: batched class scoring equals the upstream one-class, one-token-at-a-time loop, and
+the Sum / Avg / CFG scores follow PROTOCOL §6.5."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vlmrepro.loglik import class_token_ids, continuation_logprobs, per_class_logprobs, run_loglik
+from vlmrepro.models import VisionLanguageModel
+from vlmrepro.queries import plan_queries
+from vlmrepro.scoring import score_loglik
+
+CLASSES = ["red circle", "blue square", "green triangle", "ant", "elephant", "yellow diamond", "ant"]
+LLAVA_CONTEXT = "USER: <image>\nWhat type of object is in this photo?\nASSISTANT: The photo features a"
+BLIP_TEMPLATE = "Question: {question} Answer: A {label}"
+
+
+@pytest.fixture(scope="module")
+def image():
+    return Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 52, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def llava(tiny_models):
+    return VisionLanguageModel(tiny_models / "llava", "llava", device="cpu")
+
+
+@torch.inference_mode()
+def upstream_loop(vlm, image, context, class_ids):
+    """PROTOCOL E08 as upstream runs it: context once, then per class and per token one single-token step from an
+    unmodified copy of the context cache."""
+    inputs = vlm.encode([image], [context])
+    out = vlm.model(**inputs, use_cache=True)
+    scores = []
+    for ids in class_ids:
+        cache, logits, mask, lps = copy.deepcopy(out.past_key_values), out.logits[:, -1], inputs["attention_mask"], []
+        for token in ids:
+            lps.append(float(torch.log_softmax(logits.float(), -1)[0, token]))
+            mask = torch.cat([mask, torch.ones(1, 1, dtype=mask.dtype)], dim=1)
+            step = vlm.model(input_ids=torch.tensor([[token]]), attention_mask=mask, cache=cache, use_cache=True)
+            cache, logits = step.past_key_values, step.logits[:, -1]
+        scores.append(np.array(lps, dtype=np.float32))
+    return scores
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 100])
+def test_batched_continuation_equals_upstream_loop(llava, image, chunk):
+    ids = class_token_ids(llava.tokenizer, CLASSES)
+    assert len({len(i) for i in ids}) > 1  # ragged lengths are exercised
+    reference = upstream_loop(llava, image, LLAVA_CONTEXT, ids)
+    batched = continuation_logprobs(llava, image, LLAVA_CONTEXT, ids, chunk=chunk)
+    for ref, got in zip(reference, batched):
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_class_ids_drop_bos_and_reject_tokenizers_without_it(llava):
+    ids = class_token_ids(llava.tokenizer, ["red circle"])[0]
+    assert ids == llava.tokenizer("red circle")["input_ids"][1:]
+
+    class NoBos:
+        bos_token_id = 1
+
+        def __call__(self, text):
+            return {"input_ids": [5, 6]}
+
+    with pytest.raises(ValueError, match="BOS"):
+        class_token_ids(NoBos(), ["x"])
+
+
+def test_per_class_reads_the_last_len_ids_positions(tiny_models, image):
+    vlm = VisionLanguageModel(tiny_models / "blip2", "blip2", device="cpu")
+    ids = class_token_ids(vlm.tokenizer, CLASSES)
+    batched = per_class_logprobs(vlm, image, BLIP_TEMPLATE, "What?", CLASSES, ids, chunk=4)
+    for name, target, got in zip(CLASSES, ids, batched):
+        single = vlm.encode([image], [BLIP_TEMPLATE.replace("{question}", "What?").replace("{label}", name)])
+        with torch.inference_mode():
+            logp = torch.log_softmax(vlm.model(**single).logits.float(), -1)[0]
+        expected = [float(logp[-len(target) - 1 + k, t]) for k, t in enumerate(target)]
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_run_loglik_records_and_text_prior(llava, tmp_path):
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((32, 32, 3), 40 * i, dtype=np.uint8)).save(path)
+        paths.append({"row": i, "image": f"./data/x/{i}.png", "path": str(path), "label": CLASSES[i]})
+    paths[2]["skip"] = "missing"
+    queries = plan_queries(paths, CLASSES, "What type of object is in this photo?", 1234)
+    template = "USER: <image>\n{question}\nASSISTANT: The photo features a"
+    records, arrays = run_loglik(llava, queries, CLASSES, template, "continuation", "What type of object is in this photo?", 4, "r", text_prior=True, log=lambda _: None)
+    assert [r["status"] for r in records].count("skipped_image") == 1
+    assert arrays["token_logprobs"].shape == (3, arrays["class_offsets"][-1])
+    assert arrays["prior"].shape == (arrays["class_offsets"][-1],)
+    assert list(arrays["label_index"]) == [CLASSES.index(q["label"]) for q in queries]
+    result = score_loglik(records, arrays, text_prior_alphas=range(3))
+    assert result["n_evaluated"] == 2 and "accuracy_cfg_text_prior" in result
+
+
+def test_scores_follow_the_upstream_formulas():
+    # 2 classes: class 0 has 1 token, class 1 has 2 tokens; 3 images
+    offsets = np.array([0, 1, 3])
+    tokens = np.array(
+        [[-1.0, -0.2, -0.2], [-3.0, -1.0, -0.5], [-0.1, -2.0, -2.0]], dtype=np.float32
+    )  # sums: [-1, -0.4], [-3, -1.5], [-0.1, -4]; avgs: [-1, -0.2], [-3, -0.75], [-0.1, -2]
+    labels = np.array([0, 1, 0])
+    records = [{"status": "ok"}] * 3
+    result = score_loglik(records, {"token_logprobs": tokens, "class_offsets": offsets, "label_index": labels}, alphas=[0, 1, 2])
+    assert result["accuracy_sum"] == pytest.approx(200 / 3)  # argmax sums: 1, 1, 0
+    assert result["accuracy_avg"] == pytest.approx(200 / 3)  # argmax avgs: 1, 1, 0
+    # prior sums: mean tokens [-1.3667, -1.0667, -0.9] -> class sums [-1.3667, -1.9667]
+    # alpha=2: 2*sum - prior: img0 [-0.633, 1.167] -> 1 ; img1 [-4.633, -1.033] -> 1 ; img2 [1.167, -6.033] -> 0
+    assert result["cfg_grid"] == {"0": pytest.approx(200 / 3), "1": pytest.approx(200 / 3), "2": pytest.approx(200 / 3)}
+    assert result["cfg_best_alpha"] == 0.0  # first best alpha on ties
+    assert result["top5_sum"] == 100.0
+
+
+def test_duplicate_names_only_first_index_counts():
+    offsets = np.array([0, 1, 2])  # classes 'missile' twice; identical scores, label index 0 (classes.index)
+    tokens = np.array([[-1.0, -1.0]], dtype=np.float32)
+    arrays = {"token_logprobs": tokens, "class_offsets": offsets, "label_index": np.array([0])}
+    top1 = np.argsort(np.array([[-1.0, -1.0]]), axis=-1)[:, -5:][:, ::-1][0, 0]
+    assert score_loglik([{"status": "ok"}], arrays)["accuracy_sum"] == (100.0 if top1 == 0 else 0.0)

@@ -1,0 +1,151 @@
+"""Probabilistic inference (PROTOCOL E08, §4.5, §6.5): per-class token log-probabilities under a fixed context.
+
+* ``continuation`` (LLaVA): one forward pass of the image + context ("… ASSISTANT: The photo features a"), then
+  every class's BOS-stripped token ids are teacher-forced after it. The context's cache is computed once per image
+  and each chunk of classes attends to an unmodified copy of it (never to a cache a previous class extended).
+* ``per_class`` (BLIP-2): one full pass per class over image + "… Answer: A {label}"; the standalone class ids are
+  gathered at the last ``len(ids)`` positions, as upstream does (quirk Q8).
+
+Scores are kept per token (float32) so that Sum, Avg and CFG are computed by the cheap scoring rule.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .evaluate import _base_record, _load_rgb
+from .prompts import render
+
+LOGLIK_PROTOCOL_VERSION = 1
+METHODS = ("continuation", "per_class")
+
+
+def class_token_ids(tokenizer, classes: list[str]) -> list[list[int]]:
+    """Ids of each class name with special tokens added and the first (BOS) id dropped (PROTOCOL §1.6)."""
+    out = []
+    for name in classes:
+        ids = tokenizer(name)["input_ids"]
+        if not ids or ids[0] != tokenizer.bos_token_id:
+            raise ValueError(f"tokenizer does not start {name!r} with BOS; the upstream recipe drops the first id")
+        if len(ids) < 2:
+            raise ValueError(f"class name {name!r} tokenises to nothing")
+        out.append(ids[1:])
+    return out
+
+
+def _pad_right(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+@torch.inference_mode()
+def continuation_logprobs(vlm, image, context: str, class_ids: list[list[int]], chunk: int) -> list[np.ndarray]:
+    """Token log-probs of every class continuing ``context`` (with ``image``; text only when image is None)."""
+    model = vlm.model
+    inputs = vlm.encode([image], [context]) if image is not None else vlm.tokenizer([context], return_tensors="pt")
+    inputs = inputs.to(vlm.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(vlm.dtype)
+    out = model(**inputs, use_cache=True)
+    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+    context_cache, context_mask = out.past_key_values, inputs["attention_mask"]
+    results: list[np.ndarray] = []
+    pad = vlm.tokenizer.pad_token_id or 0
+    for start in range(0, len(class_ids), chunk):
+        seqs = class_ids[start : start + chunk]
+        scores = [[float(first[s[0]])] for s in seqs]
+        if max(len(s) for s in seqs) > 1:
+            ids, mask = _pad_right([s[:-1] for s in seqs if len(s) > 1] or [[pad]], pad)
+            multi = [i for i, s in enumerate(seqs) if len(s) > 1]
+            cache = copy.deepcopy(context_cache)  # each class starts from the unmodified context
+            cache.batch_repeat_interleave(len(multi))
+            full_mask = torch.cat([context_mask.expand(len(multi), -1), mask.to(vlm.device)], dim=1)
+            logits = model(input_ids=ids.to(vlm.device), attention_mask=full_mask, cache=cache).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for row, i in enumerate(multi):
+                targets = torch.tensor(seqs[i][1:], device=logp.device)
+                scores[i] += logp[row, : len(targets)].gather(-1, targets[:, None])[:, 0].tolist()
+        results.extend(np.asarray(s, dtype=np.float32) for s in scores)
+    return results
+
+
+@torch.inference_mode()
+def per_class_logprobs(vlm, image, template: str, question: str, classes, class_ids, chunk: int) -> list[np.ndarray]:
+    """One pass per class over image + the class-filled prompt; ids gathered at the last len(ids) positions."""
+    results: list[np.ndarray] = []
+    for start in range(0, len(classes), chunk):
+        names, ids = classes[start : start + chunk], class_ids[start : start + chunk]
+        prompts = [render(template, question).replace("{label}", name) for name in names]
+        if image is not None:
+            inputs = vlm.encode([image] * len(names), prompts).to(vlm.device)
+            inputs["pixel_values"] = inputs["pixel_values"].to(vlm.dtype)
+            logits = vlm.model(**inputs).logits
+        else:  # text-only prior: the language model alone, without the image's query tokens
+            inputs = vlm.tokenizer(prompts, padding=True, return_tensors="pt").to(vlm.device)
+            logits = vlm.model.language_model(**inputs).logits
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        for row, target in enumerate(ids):
+            positions = logp[row, -len(target) - 1 : -1]  # left padding: every prompt ends at the last position
+            results.append(positions.gather(-1, torch.tensor(target, device=logp.device)[:, None])[:, 0].cpu().numpy())
+    return results
+
+
+def run_loglik(
+    vlm,
+    queries: list[dict],
+    classes: list[str],
+    template: str,
+    method: str,
+    question: str,
+    chunk: int,
+    revision: str,
+    text_prior: bool = False,
+    log: Callable[[str], None] = print,
+) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Records (one per query) and arrays: ``token_logprobs`` [items, total class tokens], ``class_offsets``,
+    ``label_index`` (first index of the label, upstream ``classes.index``), and ``prior`` when requested."""
+    if method not in METHODS:
+        raise ValueError(f"loglik method must be one of {METHODS}, got {method!r}")
+    class_ids = class_token_ids(vlm.tokenizer, classes)
+    offsets = np.cumsum([0] + [len(ids) for ids in class_ids])
+    first_index = {}
+    for i, name in enumerate(classes):
+        first_index.setdefault(name, i)
+    token_logprobs = np.full((len(queries), offsets[-1]), np.nan, dtype=np.float32)
+    records = [_base_record(q, revision) for q in queries]
+    context = render(template, question)
+
+    def scores_for(image):
+        if method == "continuation":
+            return continuation_logprobs(vlm, image, context if image is not None else _text_only(context), class_ids, chunk)
+        return per_class_logprobs(vlm, image, template if image is not None else _text_only(template), question, classes, class_ids, chunk)
+
+    for i, query in enumerate(queries):
+        if "skip" in query:
+            records[i].update(status="skipped_image", reason=query["skip"])
+            continue
+        token_logprobs[i] = np.concatenate(scores_for(_load_rgb(query["path"])))
+        records[i].update(status="ok", prompt=context)
+        log(f"scored {i + 1}/{len(queries)} items")
+    arrays = {
+        "token_logprobs": token_logprobs,
+        "class_offsets": offsets,
+        "label_index": np.array([first_index[q["label"]] for q in queries]),
+    }
+    if text_prior:
+        arrays["prior"] = np.concatenate(scores_for(None))
+    return records, arrays
+
+
+def _text_only(template: str) -> str:
+    """The prompt without its image placeholder (the paper's p(class | prompt))."""
+    return template.replace("<image>\n", "").replace("<image>", "")
