@@ -4,7 +4,7 @@ import re
 
 from snakemake.utils import validate
 
-from vlmrepro import evaluate, loglik, queries, scoring
+from vlmrepro import evaluate, features, loglik, probe, queries, scoring, tiny
 from vlmrepro.config import check_config
 
 validate(config, "../schemas/config.schema.yaml")
@@ -28,6 +28,8 @@ TINY_MODELS = [k for k, m in MODELS.items() if "tiny" in m]
 GENERATE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "generate"]
 CLIP_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "clip"]
 LOGLIK_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "loglik"]
+FEATURE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] in ("features", "clip_features")]
+PROBE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "probe"]
 SYNTHETIC_DATASETS = [k for k, d in DATASETS.items() if "synthetic" in d]
 BUILT_DATASETS = [k for k, d in DATASETS.items() if d.get("manifest", {}).get("build")]
 ARCHIVE_DATASETS = [k for k, d in DATASETS.items() if "archive" in d.get("images", {})]
@@ -82,9 +84,10 @@ def image_inputs(wildcards):
     return []
 
 
-def eval_split_file(wildcards):
-    ds = wildcards.dataset
-    return f"results/data/{ds}/{DATASETS[ds]['eval_split']}.jsonl"
+def planned_split_file(wildcards):
+    ds, setting = wildcards.dataset, SETTINGS[wildcards.setting]
+    split = "all" if setting["split"] == "all" else DATASETS[ds]["eval_split"]
+    return f"results/data/{ds}/{split}.jsonl"
 
 
 # --- models and settings --------------------------------------------------------------------------------------
@@ -103,6 +106,7 @@ def query_params(wildcards):
         "candidates": s["candidates"],
         "order": s["order"],
         "limit": s["limit"],
+        "shuffle": s["shuffle"],
         "protocol": queries.PROTOCOL_VERSION,
     }
 
@@ -156,6 +160,40 @@ def loglik_scoring_params(wildcards):
         "alphas": s["cfg_alphas"],
         "text_prior": s["cfg_mode"] == "paper",
         "protocol": scoring.LOGLIK_SCORING_VERSION,
+    }
+
+
+def feature_params(wildcards):
+    m, s = MODELS[wildcards.model], SETTINGS[wildcards.setting]
+    return {
+        "family": m["family"],
+        "source": model_revision_param(wildcards.model),
+        "template": m.get("template", ""),
+        "question": s["question"],
+        "positions": s["positions"] if s["kind"] == "features" else ["embedding"],
+        "dtype": m["dtype"],
+        "batch_size": s["batch_size"] or m["batch_size"],
+        "shard_size": s["shard_size"],
+        "padding_side": config["padding_side"],
+        "device": config["device"],
+        "protocol": features.FEATURES_PROTOCOL_VERSION,
+    }
+
+
+def probe_features_dir(wildcards):
+    source = SETTINGS[wildcards.setting]["features"]
+    return f"results/features/{wildcards.model}/{wildcards.dataset}/{source}"
+
+
+def probe_params(wildcards):
+    s = SETTINGS[wildcards.setting]
+    keys = ("position", "lr", "probe_batch_size", "probe_seed", "reshuffle", "normalize", "labels", "fp16_init")
+    return {
+        **{k: s[k] for k in keys},
+        "heldout_fraction": s["heldout_fraction"],
+        "epochs": s["epochs_by_dataset"].get(wildcards.dataset, s["epochs"]),
+        "eval_split": DATASETS[wildcards.dataset]["eval_split"],
+        "protocol": probe.PROBE_PROTOCOL_VERSION,
     }
 
 

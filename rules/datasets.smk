@@ -109,7 +109,7 @@ rule prepare_split:
 
 rule plan_queries:
     input:
-        rows=eval_split_file,
+        rows=planned_split_file,
         classes="results/data/{dataset}/classes.json",
     output:
         "results/queries/{dataset}/{setting}.jsonl",

@@ -104,3 +104,42 @@ rule score:
         protocol=scoring.PROTOCOL_VERSION,
     script:
         "../scripts/score.py"
+
+
+rule extract_features:
+    input:
+        queries="results/queries/{dataset}/{setting}.jsonl",
+        classes="results/data/{dataset}/classes.json",
+        model="models/{model}",
+    output:
+        directory("results/features/{model}/{dataset}/{setting}"),
+    log:
+        "logs/extract_features/{model}/{dataset}/{setting}.log",
+    wildcard_constraints:
+        setting=one_of(FEATURE_SETTINGS),
+    conda:
+        "../envs/models.yaml"
+    resources:
+        gpu=model_gpus,
+    params:
+        run=feature_params,
+    script:
+        "../scripts/extract_features.py"
+
+
+rule probe:
+    input:
+        features=probe_features_dir,
+        classes="results/data/{dataset}/classes.json",
+    output:
+        "results/scores/{model}/{dataset}/{setting}.json",
+    log:
+        "logs/probe/{model}/{dataset}/{setting}.log",
+    wildcard_constraints:
+        setting=one_of(PROBE_SETTINGS),
+    conda:
+        "../envs/models.yaml"
+    params:
+        probe=probe_params,
+    script:
+        "../scripts/probe.py"

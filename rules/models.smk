@@ -33,5 +33,6 @@ rule build_tiny_model:
     params:
         family=lambda wc: MODELS[wc.model]["family"],
         spec=lambda wc: MODELS[wc.model]["tiny"],
+        builder=tiny.TINY_BUILDER_VERSION,
     script:
         "../scripts/build_tiny_model.py"

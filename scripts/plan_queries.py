@@ -13,6 +13,7 @@ with job_logging(snakemake):
         candidates=plan["candidates"],
         order=plan["order"],
         limit=plan["limit"],
+        shuffle=plan["shuffle"],
     )
     write_jsonl(snakemake.output[0], queries)
     print(f"{len(queries)} queries")

@@ -87,7 +87,7 @@ def test_run_loglik_records_and_text_prior(llava, tmp_path):
     for i in range(3):
         path = tmp_path / f"{i}.png"
         Image.fromarray(np.full((32, 32, 3), 40 * i, dtype=np.uint8)).save(path)
-        paths.append({"row": i, "image": f"./data/x/{i}.png", "path": str(path), "label": CLASSES[i]})
+        paths.append({"row": i, "image": f"./data/x/{i}.png", "path": str(path), "label": CLASSES[i], "split": "test"})
     paths[2]["skip"] = "missing"
     queries = plan_queries(paths, CLASSES, "What type of object is in this photo?", 1234)
     template = "USER: <image>\n{question}\nASSISTANT: The photo features a"

@@ -25,7 +25,7 @@ def rows(tmp_path_factory):
         path = folder / f"{i}.png"
         size = (40 + 8 * i, 32)  # varied aspect ratios (LLaVA-NeXT image-token counts depend on them)
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(path)
-        out.append({"row": i, "image": f"./data/t/{i}.png", "path": str(path), "label": CLASSES[i % 5]})
+        out.append({"row": i, "image": f"./data/t/{i}.png", "path": str(path), "label": CLASSES[i % 5], "split": "test"})
     return out
 
 

@@ -30,7 +30,10 @@ def upstream_reference(rows, classes, seed, n_labels, fixed_order=False):
 
 def make_rows(classes, n):
     rng = random.Random(7)
-    return [{"row": i, "image": f"./data/x/{i}.jpg", "path": f"/x/{i}.jpg", "label": rng.choice(classes)} for i in range(n)]
+    return [
+        {"row": i, "image": f"./data/x/{i}.jpg", "path": f"/x/{i}.jpg", "label": rng.choice(classes), "split": "test"}
+        for i in range(n)
+    ]
 
 
 CLASSES = [f"class {chr(65 + i)}{i}" for i in range(30)] + ["Zebra", "ant", "elephant", "ant"]  # duplicate, mixed case

@@ -58,9 +58,15 @@ def check_config(config: dict) -> None:
                     for model in group["models"]:
                         if model in models and "{question}" not in models[model].get("cot_template", ""):
                             errors.append(f"{where}: setting {setting!r} needs models.{model}.cot_template")
+                if kind == "probe":
+                    source = settings[setting].get("features", "")
+                    if settings.get(source, {}).get("kind") not in ("features", "clip_features"):
+                        errors.append(f"settings.{setting}.features: {source!r} is not a features setting")
+                        continue
+                    kind = "clip" if settings[source]["kind"] == "clip_features" else "generate"
                 for model in group["models"]:
                     is_clip = models.get(model, {}).get("family") in CLIP_FAMILIES
-                    if model in models and is_clip != (kind == "clip"):
+                    if model in models and is_clip != (kind in ("clip", "clip_features")):
                         errors.append(f"{where}: setting {setting!r} ({kind}) cannot run model {model!r}")
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))

@@ -92,11 +92,12 @@ def check_image(path: Path) -> str | None:
 def prepare_split(
     manifest_path, classes_path, split: str, image_prefix: str, image_root, on_bad_image: str = "error", workers: int = 8
 ) -> tuple[list[dict], dict]:
-    """Rows of one split (file order) with resolved ``path``; bad images raise, or are marked ``skip``."""
+    """Rows of one split (file order; split "all" keeps every row) with resolved ``path``; bad images raise, or
+    are marked ``skip``."""
     if on_bad_image not in ("error", "skip"):
         raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
     classes = load_class_list(classes_path)
-    rows = [r for r in read_manifest(manifest_path, classes) if r["split"] == split]
+    rows = [r for r in read_manifest(manifest_path, classes) if split in ("all", r["split"])]
     if not rows:
         raise ManifestError(f"{manifest_path}: no rows with split {split!r}")
     if not Path(image_root).is_dir():

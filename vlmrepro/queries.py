@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 # Bump when the planning behaviour changes: it is a rule param, so every plan and result downstream reruns.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: queries carry the row's split (and ImageNet label_idx) for feature extraction
 
 
 def closed_world_question(init_prompt: str, choices: list[str]) -> str:
@@ -39,11 +39,13 @@ def plan_queries(
     candidates="none",
     order: str = "random",
     limit: int | None = None,
+    shuffle: bool = True,
 ) -> list[dict]:
     """Return one query per evaluated row, in evaluation order."""
     rng = random.Random(seed)
     rows = list(rows)
-    rng.shuffle(rows)
+    if shuffle:
+        rng.shuffle(rows)
     if limit is not None:
         rows = rows[:limit]
     n_labels = resolve_n_labels(candidates, classes)
@@ -67,9 +69,12 @@ def plan_queries(
             "image": row["image"],
             "path": row["path"],
             "label": row["label"],
+            "split": row["split"],
             "choices": choices,
             "question": question if choices is None else closed_world_question(question, choices),
         }
+        if "label_idx" in row:
+            query["label_idx"] = row["label_idx"]
         if "skip" in row:
             query["skip"] = row["skip"]
         queries.append(query)

@@ -51,7 +51,11 @@ def ours_vs_paper_long(frame: pd.DataFrame) -> pd.DataFrame:
     return long.dropna(subset=["accuracy"])
 
 
-TITLES = {"table1": "Table 1 — VLMs vs CLIP, open- and closed-world classification (and Figure 1)"}
+TITLES = {
+    "table1": "Table 1 — VLMs vs CLIP, open- and closed-world classification (and Figure 1)",
+    "table2": "Table 2 — inference: prompt wording, label order, chain-of-thought, probabilistic inference",
+    "table9": "Table 9 / Figures 2 and 4 — accuracy vs label-set size K",
+}
 
 
 def table_summary(frame: pd.DataFrame) -> str:

@@ -9,6 +9,9 @@ import traceback
 
 @contextlib.contextmanager
 def job_logging(snakemake):
+    """Log into the rule's log file; also pin torch to the job's threads (parallel jobs must not oversubscribe)."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
     console = sys.__stderr__
     with open(snakemake.log[0], "w", buffering=1) as log:
         old = sys.stdout, sys.stderr

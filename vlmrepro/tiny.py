@@ -11,6 +11,10 @@ import torch
 
 from .datasets import COLOURS, SHAPES
 
+# Bump when a built model changes (architecture, tokenizer, saved layout): it is a rule param, so tiny models and
+# everything computed with them are rebuilt. 2: the OPT tokenizer adds BOS like facebook/opt's.
+TINY_BUILDER_VERSION = 2
+
 # Text the tiny tokenizers are trained on: the prompts of the protocol and the synthetic class vocabulary.
 CORPUS = [
     "What type of object is in this photo?",

@@ -1,0 +1,34 @@
+import os
+import shutil
+
+from vlmrepro import features
+from vlmrepro.datasets import load_class_list
+from vlmrepro.io import read_jsonl
+from vlmrepro.models import ClipModel, VisionLanguageModel
+from vlmrepro.prompts import render
+from vlmrepro.smk import job_logging
+
+with job_logging(snakemake):
+    run = snakemake.params.run
+    if run["family"] == "open_clip":
+        clip = ClipModel(snakemake.input.model, run["dtype"], run["device"])
+        encode = lambda images: (features.clip_features(clip, images), None)
+    else:
+        vlm = VisionLanguageModel(
+            snakemake.input.model, run["family"], run["dtype"], run["device"], padding_side=run["padding_side"]
+        )
+        prompt = render(run["template"], run["question"])
+        encode = lambda images: features.vlm_features(vlm, images, prompt, run["positions"])
+    out = snakemake.output[0]
+    work = out + ".part"  # renamed onto the output only when every shard is written
+    shutil.rmtree(work, ignore_errors=True)
+    features.extract(
+        encode,
+        read_jsonl(snakemake.input.queries),
+        load_class_list(snakemake.input.classes),
+        run["positions"],
+        work,
+        run["batch_size"],
+        run["shard_size"],
+    )
+    os.replace(work, out)

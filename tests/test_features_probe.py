@@ -1,0 +1,96 @@
+"""Feature extraction into shards and the linear probes trained on them."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vlmrepro import features
+from vlmrepro.models import ClipModel, VisionLanguageModel
+from vlmrepro.probe import run_probe
+from vlmrepro.queries import plan_queries
+
+CLASSES = ["red circle", "blue square", "green triangle"]
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("img")
+    out = []
+    for i in range(9):
+        path = folder / f"{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (30 + 4 * i, 40, 3), dtype=np.uint8)).save(path)
+        out.append({"row": i, "image": f"./data/x/{i}.png", "path": str(path), "label": CLASSES[i % 3],
+                    "split": "train" if i < 6 else "test"})
+    return out
+
+
+@pytest.mark.parametrize("family", ["llava", "llava_next", "blip2"])
+def test_vlm_features_positions_and_shards(family, tiny_models, rows, tmp_path):
+    vlm = VisionLanguageModel(tiny_models / family, family, device="cpu")
+    prompt = "Question: What? Answer:" if family == "blip2" else "USER: <image>\nWhat?\nASSISTANT:"
+    positions = ["last", "avg", 0, 2, -2, 10_000]
+    queries = plan_queries(rows, CLASSES, "What?", 1234, shuffle=True)
+    encode = lambda images: features.vlm_features(vlm, images, prompt, positions)
+    index = features.extract(encode, queries, CLASSES, positions, tmp_path / "f", batch_size=4, shard_size=4, log=lambda _: None)
+    assert index["n_items"] == 9 and [s["n_items"] for s in index["shards"]] == [4, 4, 1]
+    last = features.load(tmp_path / "f", "last")
+    assert list(last["row"]) == [q["row"] for q in queries]  # shuffled order kept, ids stored
+    assert list(last["split"]) == [q["split"] for q in queries]
+    assert last["features"].dtype == np.float32 and last["features"].shape[1] == 64
+    assert np.isnan(features.load(tmp_path / "f", "10000")["features"]).all()  # beyond the sequence: missing
+    # a batched row equals the same image alone (left padding is skipped by position indexing)
+    alone, _ = features.vlm_features(vlm, [Image.open(queries[1]["path"]).convert("RGB")], prompt, positions)
+    with np.load(tmp_path / "f" / "shard-00000.npz") as npz:
+        np.testing.assert_allclose(npz["features"][1, :5].astype(np.float32), alone[0, :5], atol=2e-2)
+
+
+def test_clip_features_are_unit_norm(tiny_models, rows, tmp_path):
+    clip = ClipModel(tiny_models / "open_clip", device="cpu")
+    queries = plan_queries(rows, CLASSES, "", 1234, shuffle=False)
+    features.extract(lambda imgs: (features.clip_features(clip, imgs), None), queries, CLASSES, ["embedding"], tmp_path, 4, 100, log=lambda _: None)
+    data = features.load(tmp_path, "embedding")
+    assert list(data["row"]) == list(range(9))  # manifest order
+    np.testing.assert_allclose(np.linalg.norm(data["features"], axis=1), 1, atol=1e-2)
+
+
+def learnable(n_train=300, n_eval=90, dim=16, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(classes, dim)) * 3
+    y = rng.integers(0, classes, n_train + n_eval)
+    x = centers[y] + rng.normal(size=(len(y), dim))
+    return {
+        "features": x.astype(np.float32),
+        "class_index": y,
+        "label_idx": np.full(len(y), -1),
+        "split": np.array(["train"] * n_train + ["test"] * n_eval),
+    }
+
+
+def test_probe_learns_and_reports_both_selections():
+    result = run_probe(learnable(), 4, "test", epochs=30, batch_size=64)
+    assert result["curve"][-1]["loss"] < result["curve"][0]["loss"]
+    assert result["accuracy"] > 90
+    assert 1 <= result["best_epoch"] <= 30 and 1 <= result["heldout_epoch"] <= 30
+    assert result["accuracy_heldout_epoch"] <= result["accuracy"]  # best-on-eval is the optimistic bound
+
+
+def test_probe_is_deterministic_given_its_seed():
+    data = learnable()
+    one = run_probe(data, 4, "test", epochs=5, batch_size=64, seed=3, reshuffle=True)
+    two = run_probe(data, 4, "test", epochs=5, batch_size=64, seed=3, reshuffle=True)
+    assert one["curve"] == two["curve"]
+
+
+def test_probe_with_missing_positions_is_na():
+    data = learnable()
+    data["features"][0, 0] = np.nan
+    assert run_probe(data, 4, "test", epochs=2)["accuracy"] is None
+
+
+def test_label_idx_targets_when_present():
+    data = learnable()
+    data["label_idx"] = data["class_index"]
+    assert run_probe(data, 4, "test", epochs=2, labels="label_idx")["labels"] == "label_idx"
+    with pytest.raises(ValueError, match="split"):
+        run_probe(dict(data, split=np.array(["train"] * len(data["split"]))), 4, "test", epochs=1)

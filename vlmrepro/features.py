@@ -1,0 +1,121 @@
+"""Feature extraction (PROTOCOL E10, E11, E14): last-layer hidden states of a VLM's language model under the
+classification prompt, and CLIP image embeddings. Stored as float16 shards with the item ids they belong to.
+
+VLM positions: ``last`` (the final token, the ':' of 'ASSISTANT:' / 'Answer:'), ``avg`` (mean over every position:
+BOS, image or query tokens and text, as upstream), or an integer index into the unpadded sequence (Table 10);
+an index beyond a sequence is stored as NaN (reported as missing, never clamped).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .evaluate import _chunks, _load_rgb
+from .io import atomic_path, write_json
+from .prompts import render
+
+FEATURES_PROTOCOL_VERSION = 1
+
+
+def _select(hidden: torch.Tensor, mask: torch.Tensor, positions: list) -> torch.Tensor:
+    """[P, D] features of one sequence: the unpadded states picked by ``positions``."""
+    states = hidden[mask.bool()].float()
+    picked = []
+    for pos in positions:
+        if pos == "last":
+            picked.append(states[-1])
+        elif pos == "avg":
+            picked.append(states.mean(dim=0))
+        elif -len(states) <= int(pos) < len(states):
+            picked.append(states[int(pos)])
+        else:
+            picked.append(torch.full_like(states[0], float("nan")))
+    return torch.stack(picked)
+
+
+@torch.inference_mode()
+def vlm_features(vlm, images, prompt: str, positions: list) -> tuple[np.ndarray, list[int]]:
+    inputs = vlm.encode(images, [prompt] * len(images)).to(vlm.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(vlm.dtype)
+    out = vlm.model(**inputs, output_hidden_states=True)
+    lm = getattr(out, "language_model_outputs", None)  # BLIP-2 / InstructBLIP keep the LM's outputs apart
+    hidden = (lm.hidden_states if lm is not None else out.hidden_states)[-1]
+    mask = inputs["attention_mask"]
+    feats = torch.stack([_select(h, m, positions) for h, m in zip(hidden, mask)])
+    return feats.cpu().numpy(), mask.sum(dim=1).tolist()
+
+
+@torch.inference_mode()
+def clip_features(clip, images) -> np.ndarray:
+    pixels = torch.stack([clip.preprocess(img) for img in images])
+    return clip.encode_images(pixels)[:, None, :].cpu().numpy()  # already L2-normalised; one "position"
+
+
+def extract(
+    encode: Callable[[list], tuple[np.ndarray, list[int] | None]],
+    queries: list[dict],
+    classes: list[str],
+    positions: list,
+    out_dir,
+    batch_size: int,
+    shard_size: int,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run ``encode`` over the queries (skipped images are left out) and write ``shard-XXXXX.npz`` files plus
+    ``index.json`` into ``out_dir``. Labels are upstream's ``classes.index(label)`` and ImageNet's ``label_idx``."""
+    first_index = {}
+    for i, name in enumerate(classes):
+        first_index.setdefault(name, i)
+    todo = [q for q in queries if "skip" not in q]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shards, seq_lengths = [], []
+    for s, shard in enumerate(_chunks(todo, shard_size)):
+        feats, lengths = [], []
+        for batch in _chunks(shard, batch_size):
+            f, n = encode([_load_rgb(q["path"]) for q in batch])
+            feats.append(f.astype(np.float16))
+            lengths.extend(n or [])
+        name = f"shard-{s:05d}.npz"
+        with atomic_path(out_dir / name) as tmp, open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                features=np.concatenate(feats),
+                item=np.array([q["item"] for q in shard]),
+                row=np.array([q["row"] for q in shard]),
+                split=np.array([q.get("split", "") for q in shard]),
+                class_index=np.array([first_index[q["label"]] for q in shard]),
+                label_idx=np.array([q.get("label_idx", -1) for q in shard]),
+            )
+        shards.append({"file": name, "n_items": len(shard)})
+        seq_lengths.extend(lengths)
+        log(f"shard {s}: {len(shard)} items")
+    index = {
+        "positions": [str(p) for p in positions],
+        "n_items": len(todo),
+        "n_skipped": len(queries) - len(todo),
+        "shards": shards,
+        "sequence_length": {"min": min(seq_lengths), "max": max(seq_lengths)} if seq_lengths else None,
+    }
+    write_json(out_dir / "index.json", index)
+    return index
+
+
+def load(features_dir, position: str) -> dict[str, np.ndarray]:
+    """Concatenate the shards for one position: features [N, D] float32 plus item, row, split and labels."""
+    index = json.loads((Path(features_dir) / "index.json").read_text())
+    if position not in index["positions"]:
+        raise ValueError(f"{features_dir} has positions {index['positions']}, not {position!r}")
+    p = index["positions"].index(position)
+    parts: dict[str, list] = {}
+    for shard in index["shards"]:
+        with np.load(Path(features_dir) / shard["file"]) as npz:
+            for key in ("item", "row", "split", "class_index", "label_idx"):
+                parts.setdefault(key, []).append(npz[key])
+            parts.setdefault("features", []).append(npz["features"][:, p].astype(np.float32))
+    return {key: np.concatenate(values) for key, values in parts.items()}
