@@ -4,7 +4,7 @@ import re
 
 from snakemake.utils import validate
 
-from vlmrepro import evaluate, features, loglik, probe, queries, scoring, tiny
+from vlmrepro import evaluate, features, frequency, jobs, loglik, probe, queries, scoring, tiny
 from vlmrepro.config import check_config
 
 validate(config, "../schemas/config.schema.yaml")
@@ -30,6 +30,8 @@ CLIP_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "clip"]
 LOGLIK_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "loglik"]
 FEATURE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] in ("features", "clip_features")]
 PROBE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "probe"]
+FREQUENCY_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "frequency"]
+CORPORA = config["corpora"]
 SYNTHETIC_DATASETS = [k for k, d in DATASETS.items() if "synthetic" in d]
 BUILT_DATASETS = [k for k, d in DATASETS.items() if d.get("manifest", {}).get("build")]
 ARCHIVE_DATASETS = [k for k, d in DATASETS.items() if "archive" in d.get("images", {})]
@@ -197,6 +199,15 @@ def probe_params(wildcards):
     }
 
 
+def corpus_counts(wildcards):
+    return {c: f"results/frequency/{c}/{wildcards.dataset}.json" for c in CORPORA}
+
+
+def frequency_source(wildcards):
+    source = SETTINGS[wildcards.setting]["source"]
+    return f"results/outputs/{wildcards.model}/{wildcards.dataset}/{source}.jsonl"
+
+
 def model_gpus(wildcards):
     return MODELS[wildcards.model]["gpus"]
 
@@ -226,6 +237,7 @@ def table_cells(table):
                         "setting": column["setting"],
                         "paper_setting": column["paper"],
                         "metric": column["metric"],
+                        "paper_metric": column["paper_metric"],
                     }
                     if _excluded(spec["exclude"], cell):
                         cell["not_run"] = f"not run: excluded in tables.{table}.exclude"

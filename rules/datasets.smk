@@ -2,9 +2,12 @@
 # synthetic set), and the verified per-split manifests every later rule reads.
 
 
+# Downloads run where the network is (the submitting node); the in-process bookkeeping rules run there too.
 localrules:
     download_upstream_file,
     download_images,
+    prepare_classes,
+    plan_queries,
 
 
 rule download_upstream_file:
@@ -80,10 +83,8 @@ rule prepare_classes:
         "results/data/{dataset}/classes.json",
     log:
         "logs/prepare_classes/{dataset}.log",
-    conda:
-        "../envs/data.yaml"
-    script:
-        "../scripts/prepare_classes.py"
+    run:
+        jobs.prepare_classes(input, output, log)
 
 
 rule prepare_split:
@@ -115,9 +116,7 @@ rule plan_queries:
         "results/queries/{dataset}/{setting}.jsonl",
     log:
         "logs/plan_queries/{dataset}/{setting}.log",
-    conda:
-        "../envs/data.yaml"
     params:
         plan=query_params,
-    script:
-        "../scripts/plan_queries.py"
+    run:
+        jobs.plan_queries(input, output, params, log)

@@ -1,6 +1,11 @@
 # Evaluation: every model sees the same query plan; raw per-item outputs are kept and scored by a cheap rule.
 
 
+localrules:
+    score,
+    score_loglik,
+
+
 rule generate:
     input:
         queries="results/queries/{dataset}/{setting}.jsonl",
@@ -80,12 +85,10 @@ rule score_loglik:
         "logs/score_loglik/{model}/{dataset}/{setting}.log",
     wildcard_constraints:
         setting=one_of(LOGLIK_SETTINGS),
-    conda:
-        "../envs/data.yaml"
     params:
         scoring=loglik_scoring_params,
-    script:
-        "../scripts/score_loglik.py"
+    run:
+        jobs.score_loglik(input, output, params, log)
 
 
 rule score:
@@ -97,13 +100,11 @@ rule score:
         "logs/score/{model}/{dataset}/{setting}.log",
     wildcard_constraints:
         setting=one_of(GENERATE_SETTINGS + CLIP_SETTINGS),
-    conda:
-        "../envs/data.yaml"
     params:
         resplit=lambda wc: MODELS[wc.model]["score_resplit"],
         protocol=scoring.PROTOCOL_VERSION,
-    script:
-        "../scripts/score.py"
+    run:
+        jobs.score(input, output, params, log)
 
 
 rule extract_features:

@@ -14,13 +14,11 @@ rule build_table:
         "results/tables/{table}.csv",
     log:
         "logs/build_table/{table}.log",
-    conda:
-        "../envs/report.yaml"
     params:
         cells=lambda wc: table_cells(wc.table),
         paper_table=lambda wc: TABLES[wc.table]["paper_table"],
-    script:
-        "../scripts/build_table.py"
+    run:
+        jobs.build_table(input, output, params, log)
 
 
 rule render_notebook:
@@ -45,7 +43,7 @@ rule render_notebook:
         package=workflow.basedir,  # the notebooks import vlmrepro, also from a conda env
     shell:
         "(PYTHONPATH={params.package} papermill {input.notebook} {output.notebook} -k {params.kernel} --cwd . "
-        "-p table_csv {input.table} -p title '{params.title}' "
+        "-p table_csv {input.table} -p title '{params.title}' -p results_dir results "
         "&& jupyter nbconvert --to html --no-input {output.notebook} --output-dir results/report) > {log} 2>&1"
 
 
@@ -57,7 +55,5 @@ rule report_index:
         report("results/report/index.html", category="Index", labels={"page": "index"}),
     log:
         "logs/report_index.log",
-    conda:
-        "../envs/report.yaml"
-    script:
-        "../scripts/report_index.py"
+    run:
+        jobs.report_index(input, output, log)

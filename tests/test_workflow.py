@@ -36,7 +36,9 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     assert jobs["clip_zero_shot"] == 8 + 16
     assert jobs["download_model"] == 9
     assert jobs["build_imagenet_manifest"] == 1
-    assert jobs["build_table"] == 3 and jobs["render_notebook"] == 3  # Tables 1, 2, 9
+    assert jobs["loglik"] == 8 and jobs["extract_features"] == 16 and jobs["probe"] == 34
+    assert jobs["download_corpus"] == 2 and jobs["correlate_frequency"] == 8
+    assert jobs["build_table"] == 6 and jobs["render_notebook"] == 6  # Tables 1, 2, 3, 9, 10, 11
 
 
 def test_slurm_profile_plans_gpu_jobs(tmp_path):
@@ -128,8 +130,10 @@ def test_bad_checksum_fails_naming_the_url_and_keeps_nothing(tmp_path):
 def test_demo_dry_run_plans_the_whole_dag(tmp_path):
     proc = snakemake("-n", "--configfile", str(REPO / "demo" / "config.yaml"), workdir=tmp_path)
     jobs = planned_jobs(proc.stdout)
-    # Table 1: 4 VLMs x 2 datasets x 2; Table 2: 2 VLMs x 2 datasets x 5 more settings; Table 9: 2 VLMs x 4 K
-    assert jobs["generate"] == 16 + 20 + 8 and jobs["clip_zero_shot"] == 2 + 4 and jobs["build_tiny_model"] == 5
+    # Table 1: 4 VLMs x 2 datasets x 2; Table 2: 2 VLMs x 1 dataset x 5 more settings; Table 9: 2 VLMs x 4 K
+    assert jobs["generate"] == 16 + 10 + 8 and jobs["clip_zero_shot"] == 2 + 4 and jobs["build_tiny_model"] == 5
+    assert jobs["loglik"] == 2 and jobs["extract_features"] == 3 and jobs["probe"] == 12
+    assert jobs["correlate_frequency"] == 4 and jobs["build_table"] == 6
     assert "download_model" not in jobs and "download_upstream_file" not in jobs  # nothing of config.yaml leaks in
 
 
@@ -140,6 +144,26 @@ def test_demo_report_holds_table1(demo_run):
     assert "Table 1: VLMs vs CLIP" in html and "LLaVA1.5-7B [tiny-llava]" in html
     assert "data:image/png;base64" in html  # the Figure 1 chart is embedded
     assert "table1.html" in (demo_run / "results/report/index.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "table, expected",
+    [
+        ("table2", ["Prob Inference (Sum Tokens)", "w/ Label (Random) + CoT", "w/ Prompt Alternative 2"]),
+        ("table3", ["Probing: Avg Tok", "Fine-tuning: Linear"]),
+        ("table9", ["Figure 2", "Figure 4"]),
+        ("table10", ["probe position -1 (Last)"]),
+        ("table11", ["Figure 3", "spearman_r"]),
+    ],
+)
+def test_demo_renders_every_section3_page(demo_run, table, expected):
+    import pandas as pd
+
+    frame = pd.read_csv(demo_run / f"results/tables/{table}.csv")
+    assert frame["ours"].notna().any()
+    html = (demo_run / f"results/report/{table}.html").read_text()
+    assert all(text in html for text in expected)
+    assert f"{table}.html" in (demo_run / "results/report/index.html").read_text()
 
 
 def test_demo_overflowing_closed_world_is_na_like_the_paper(demo_run):
@@ -162,12 +186,15 @@ def test_editing_one_models_prompt_reruns_only_its_jobs(demo_run, tmp_path):
     config["models"]["tiny-llava"]["template"] = "USER: <image>\n{question} Answer briefly.\nASSISTANT:"
     proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=demo_run)
     jobs = planned_jobs(proc.stdout)
-    # every tiny-llava output made with that template (chain-of-thought settings use cot_template), nothing else
-    expected = [p for p in (demo_run / "results/outputs/tiny-llava").glob("*/*.jsonl") if "cot" not in p.stem]
-    assert jobs == {
-        "generate": len(expected), "score": len(expected), "build_table": 3, "render_notebook": 3, "report_index": 1, "all": 1
-    }
-    assert all(w.startswith("model=tiny-llava,") for w in planned_wildcards(proc.stdout, "generate"))
+    # every tiny-llava generation made with that template (chain-of-thought uses cot_template, probabilistic
+    # inference its loglik template), its features and what is computed from them; no other model's jobs
+    expected = [p for p in (demo_run / "results/outputs/tiny-llava").glob("*/*.meta.json") if "cot" not in p.name
+                and "prob_inference" not in p.name]
+    assert jobs["generate"] == jobs["score"] == len(expected)
+    assert jobs["extract_features"] == 1 and "loglik" not in jobs and "build_tiny_model" not in jobs
+    assert not {"clip_zero_shot", "plan_queries", "prepare_split"} & jobs.keys()
+    for rule in ("generate", "extract_features", "probe", "correlate_frequency"):
+        assert all(w.startswith("model=tiny-llava,") or "model=tiny-llava," in w for w in planned_wildcards(proc.stdout, rule))
 
 
 def test_comment_edit_reruns_nothing(demo_run, tmp_path):

@@ -34,6 +34,9 @@ def check_config(config: dict) -> None:
                 errors.append(f"{where}.template must contain {{question}}")
             if not model.get("answer_marker"):
                 errors.append(f"{where}.answer_marker is required for family {model['family']}")
+    for key, corpus in config.get("corpora", {}).items():
+        if ("hub" in corpus) == ("synthetic" in corpus):
+            errors.append(f"corpora.{key} needs exactly one of hub or synthetic")
     settings, models, datasets = config.get("settings", {}), config.get("models", {}), config.get("datasets", {})
     for name, table in config.get("tables", {}).items():
         for g, group in enumerate(table["groups"]):
@@ -58,6 +61,14 @@ def check_config(config: dict) -> None:
                     for model in group["models"]:
                         if model in models and "{question}" not in models[model].get("cot_template", ""):
                             errors.append(f"{where}: setting {setting!r} needs models.{model}.cot_template")
+                if kind == "frequency":
+                    source = settings[setting].get("source", "")
+                    if settings.get(source, {}).get("kind") not in ("generate", "clip"):
+                        errors.append(f"settings.{setting}.source: {source!r} is not a generate or clip setting")
+                        continue
+                    if not {"pretrain", "instruct"} <= set(config.get("corpora", {})):
+                        errors.append(f"settings.{setting} needs corpora.pretrain and corpora.instruct")
+                    kind = settings[source]["kind"]
                 if kind == "probe":
                     source = settings[setting].get("features", "")
                     if settings.get(source, {}).get("kind") not in ("features", "clip_features"):

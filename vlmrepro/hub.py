@@ -37,3 +37,20 @@ def download_snapshot(repo_id: str, revision: str, out_dir, token_env: str = "HF
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
     return info.sha
+
+
+def download_dataset_file(repo_id: str, filename: str, revision: str, dest, token_env: str = "HF_TOKEN") -> str:
+    """One file of a hub dataset repository at ``revision``, placed atomically at ``dest``; returns the commit."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    from .io import atomic_path
+
+    token = os.environ.get(token_env) or None
+    try:
+        sha = HfApi().dataset_info(repo_id, revision=revision, token=token).sha
+        with atomic_path(dest) as tmp:
+            cached = hf_hub_download(repo_id, filename, repo_type="dataset", revision=sha, token=token)
+            shutil.copyfile(cached, tmp)
+    except Exception as err:
+        raise RuntimeError(f"could not download {filename} of dataset {repo_id}@{revision}: {type(err).__name__}: {err}") from err
+    return sha

@@ -33,9 +33,11 @@ def side_by_side(frame: pd.DataFrame, value: str = "ours") -> pd.DataFrame:
 
 
 def by_setting(frame: pd.DataFrame):
-    """(paper setting label, side-by-side table) in table order."""
-    for setting in dict.fromkeys(frame["paper_setting"]):
-        yield setting, side_by_side(frame[frame.paper_setting == setting])
+    """(paper setting label, side-by-side table) in table order; one block per metric where a table has several."""
+    several = frame["metric"].nunique() > 1
+    for setting, metric in dict.fromkeys(zip(frame["paper_setting"], frame["metric"])):
+        block = frame[(frame.paper_setting == setting) & (frame.metric == metric)]
+        yield (f"{setting} · {metric}" if several else setting), side_by_side(block)
 
 
 def not_computed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -55,6 +57,9 @@ TITLES = {
     "table1": "Table 1 — VLMs vs CLIP, open- and closed-world classification (and Figure 1)",
     "table2": "Table 2 — inference: prompt wording, label order, chain-of-thought, probabilistic inference",
     "table9": "Table 9 / Figures 2 and 4 — accuracy vs label-set size K",
+    "table3": "Table 3 — probing the VLMs' features and CLIP linear heads (the information is there)",
+    "table10": "Table 10 — probe accuracy by token position (LLaVA1.5-7B, Flowers102)",
+    "table11": "Figure 3 / Table 11 — class frequency in the training data vs per-class accuracy",
 }
 
 

@@ -12,8 +12,11 @@ COLUMNS = [
 ]
 
 
-def _round(value):
-    return None if value is None else round(value, 1)
+def _round(value, metric="accuracy"):
+    """Accuracies to one decimal and correlations to two, as the paper prints them."""
+    if value is None:
+        return None
+    return round(value, 2) if metric.endswith("_r") else round(value, 1)
 
 
 def build_table(cells: list[dict], paper: pd.DataFrame, paper_table: str) -> pd.DataFrame:
@@ -23,8 +26,11 @@ def build_table(cells: list[dict], paper: pd.DataFrame, paper_table: str) -> pd.
     for cell in cells:
         score = cell.get("score") or {}
         metric = cell.get("metric", "accuracy")
-        value, paper_note = paper_cell(paper, paper_table, cell["paper_model"], cell["paper_dataset"], cell["paper_setting"])
-        ours = _round(score.get(metric))
+        value, paper_note = paper_cell(
+            paper, paper_table, cell["paper_model"], cell["paper_dataset"], cell["paper_setting"],
+            cell.get("paper_metric", "accuracy"),
+        )
+        ours = _round(score.get(metric), metric)
         note = cell.get("not_run") or score.get("na_reason") or ""
         skipped = score.get("not_evaluated", {}).get("skipped_image")
         if ours is not None and skipped:
@@ -36,7 +42,7 @@ def build_table(cells: list[dict], paper: pd.DataFrame, paper_table: str) -> pd.
                 "ours": ours,
                 "ours_strict": _round(score.get(f"{metric}_word_boundary")),
                 "paper": value,
-                "delta": None if ours is None or value is None else round(ours - value, 1),
+                "delta": None if ours is None or value is None else _round(ours - value, metric),
                 "n_evaluated": score.get("n_evaluated"),
                 "n_items": score.get("n_items"),
                 "note": note,

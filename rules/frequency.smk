@@ -1,0 +1,87 @@
+# Class-name frequency in the VLM's training corpora vs per-class accuracy (Figure 3, Table 11).
+
+
+localrules:
+    download_corpus,
+
+
+rule download_corpus:
+    output:
+        "resources/corpora/{corpus}.json",
+    log:
+        "logs/download_corpus/{corpus}.log",
+    wildcard_constraints:
+        corpus=one_of(k for k, c in CORPORA.items() if "hub" in c),
+    conda:
+        "../envs/models.yaml"
+    params:
+        hub=lambda wc: CORPORA[wc.corpus]["hub"],
+    script:
+        "../scripts/download_corpus.py"
+
+
+rule make_synthetic_corpus:
+    input:
+        classes=lambda wc: expand("results/data/{dataset}/classes.json", dataset=DATASETS),
+    output:
+        "resources/corpora/{corpus}.json",
+    log:
+        "logs/make_synthetic_corpus/{corpus}.log",
+    wildcard_constraints:
+        corpus=one_of(k for k, c in CORPORA.items() if "synthetic" in c),
+    conda:
+        "../envs/data.yaml"
+    params:
+        spec=lambda wc: CORPORA[wc.corpus]["synthetic"],
+    script:
+        "../scripts/make_synthetic_corpus.py"
+
+
+rule tokenize_corpus:
+    input:
+        "resources/corpora/{corpus}.json",
+    output:
+        "results/frequency/{corpus}.tokens.jsonl.gz",
+    log:
+        "logs/tokenize_corpus/{corpus}.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        unit=config["frequency"]["sentence_unit"],
+        lowercase=config["frequency"]["lowercase"],
+        protocol=frequency.FREQUENCY_PROTOCOL_VERSION,
+    script:
+        "../scripts/tokenize_corpus.py"
+
+
+rule count_frequency:
+    input:
+        tokens="results/frequency/{corpus}.tokens.jsonl.gz",
+        classes="results/data/{dataset}/classes.json",
+    output:
+        "results/frequency/{corpus}/{dataset}.json",
+    log:
+        "logs/count_frequency/{corpus}/{dataset}.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        protocol=frequency.FREQUENCY_PROTOCOL_VERSION,
+    script:
+        "../scripts/count_frequency.py"
+
+
+rule correlate_frequency:
+    input:
+        unpack(corpus_counts),
+        outputs=frequency_source,
+    output:
+        "results/scores/{model}/{dataset}/{setting}.json",
+    log:
+        "logs/correlate_frequency/{model}/{dataset}/{setting}.log",
+    wildcard_constraints:
+        setting=one_of(FREQUENCY_SETTINGS),
+    localrule: True
+    params:
+        protocol=frequency.FREQUENCY_PROTOCOL_VERSION,
+    run:
+        jobs.correlate_frequency(input, output, log)

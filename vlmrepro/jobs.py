@@ -1,0 +1,108 @@
+"""Bookkeeping steps that run inside the Snakemake process (``run:`` rules: planning, scoring, tables). They take
+milliseconds, so a subprocess per job would cost more than the work; each logs into its rule's log file."""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+
+from .io import atomic_path, read_json, read_jsonl, write_json, write_jsonl, write_text
+
+
+@contextlib.contextmanager
+def _logged(log_path):
+    with open(log_path, "w") as log:
+        try:
+            yield log
+        except BaseException:
+            traceback.print_exc(file=log)
+            raise
+
+
+def prepare_classes(input, output, log) -> None:
+    from .datasets import duplicate_classes, load_class_list
+
+    with _logged(log[0]) as out:
+        classes = load_class_list(input[0])
+        for name, indices in duplicate_classes(classes).items():
+            # ImageNet lists 'missile' and 'sunglasses' twice; kept, as upstream does (PROTOCOL §3.5)
+            print(f"duplicate class name {name!r} at indices {indices}", file=out)
+        write_json(output[0], classes)
+
+
+def plan_queries(input, output, params, log) -> None:
+    from .datasets import load_class_list
+    from .queries import plan_queries as plan
+
+    with _logged(log[0]) as out:
+        p = params.plan
+        queries = plan(
+            read_jsonl(input.rows), load_class_list(input.classes), p["question"], p["seed"],
+            candidates=p["candidates"], order=p["order"], limit=p["limit"], shuffle=p["shuffle"],
+        )
+        write_jsonl(output[0], queries)
+        print(f"{len(queries)} queries", file=out)
+
+
+def score(input, output, params, log) -> None:
+    from .scoring import score_outputs
+
+    with _logged(log[0]) as out:
+        result = score_outputs(read_jsonl(input[0]), resplit_marker=params.resplit)
+        write_json(output[0], result)
+        print(result, file=out)
+
+
+def score_loglik(input, output, params, log) -> None:
+    import numpy as np
+
+    from .scoring import score_loglik as score_it
+
+    with _logged(log[0]) as out:
+        p = params.scoring
+        with np.load(input.logprobs) as npz:
+            arrays = dict(npz)
+        result = score_it(
+            read_jsonl(input.rows), arrays, alphas=p["alphas"], text_prior_alphas=p["alphas"] if p["text_prior"] else None
+        )
+        write_json(output[0], result)
+        print(result, file=out)
+
+
+def build_table(input, output, params, log) -> None:
+    from .paper import load_paper_results
+    from .tables import build_table as build
+
+    with _logged(log[0]) as out:
+        scores = {path: read_json(path) for path in input}
+        cells = [dict(c) for c in params.cells]
+        for cell in cells:
+            if "not_run" not in cell:
+                cell["score"] = scores[f"results/scores/{cell['model']}/{cell['dataset']}/{cell['setting']}.json"]
+        frame = build(cells, load_paper_results(), params.paper_table)
+        with atomic_path(output[0]) as tmp:
+            frame.to_csv(tmp, index=False)
+        print(frame.to_string(), file=out)
+
+
+def report_index(input, output, log) -> None:
+    from .report import index_html
+
+    with _logged(log[0]):
+        write_text(output[0], index_html(list(input.pages), list(input.tables)))
+
+
+def correlate_frequency(input, output, log) -> None:
+    from .frequency import combine, correlate, per_class_accuracy
+
+    with _logged(log[0]) as out:
+        counts = {corpus: dict(map(tuple, read_json(input[corpus]))) for corpus in ("pretrain", "instruct")}
+        accuracy = per_class_accuracy(read_jsonl(input.outputs))
+        result = correlate(combine(counts["pretrain"], counts["instruct"]), accuracy)
+        result["per_stage"] = {
+            corpus: {k: v for k, v in correlate(counts[corpus], accuracy).items() if k.endswith("_r")}
+            for corpus in ("pretrain", "instruct")
+        }
+        result["n_items"] = result["n_evaluated"] = len(accuracy)
+        write_json(output[0], result)
+        print({k: v for k, v in result.items() if k not in ("pairs", "bins")}, file=out)
