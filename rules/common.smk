@@ -4,7 +4,7 @@ import re
 
 from snakemake.utils import validate
 
-from vlmrepro import evaluate, features, frequency, jobs, loglik, probe, queries, scoring, tiny
+from vlmrepro import evaluate, features, finetune, frequency, jobs, loglik, probe, queries, scoring, tiny
 from vlmrepro.config import check_config
 
 validate(config, "../schemas/config.schema.yaml")
@@ -20,11 +20,27 @@ def one_of(keys):
 DATASETS = config["datasets"]
 MODELS = config["models"]
 SETTINGS = config["settings"]
+FINETUNES = config["finetunes"]
+
+# every fine-tuning recipe x dataset becomes a model of the registry, evaluated by the ordinary rules
+FINETUNED_MODELS = {}
+for _recipe, _ft in FINETUNES.items():
+    for _dataset in _ft["datasets"]:
+        FINETUNED_MODELS[f"{_recipe}-{_dataset}"] = {"recipe": _recipe, "dataset": _dataset}
+        MODELS[f"{_recipe}-{_dataset}"] = {
+            **MODELS[_ft["base"]],
+            "paper_name": _ft["paper_name"],
+            "template": _ft["template"],
+            "answer_marker": _ft["answer_marker"],
+            "score_resplit": None,
+            "gpus": min(MODELS[_ft["base"]]["gpus"], 1),
+            "finetuned": {"recipe": _recipe, "dataset": _dataset},
+        }
 
 VLM_MODELS = [k for k, m in MODELS.items() if m["family"] != "open_clip"]
 CLIP_MODELS = [k for k, m in MODELS.items() if m["family"] == "open_clip"]
-HUB_MODELS = [k for k, m in MODELS.items() if "hub" in m]
-TINY_MODELS = [k for k, m in MODELS.items() if "tiny" in m]
+HUB_MODELS = [k for k, m in MODELS.items() if "hub" in m and k not in FINETUNED_MODELS]
+TINY_MODELS = [k for k, m in MODELS.items() if "tiny" in m and k not in FINETUNED_MODELS]
 GENERATE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "generate"]
 CLIP_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "clip"]
 LOGLIK_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "loglik"]
@@ -88,7 +104,7 @@ def image_inputs(wildcards):
 
 def planned_split_file(wildcards):
     ds, setting = wildcards.dataset, SETTINGS[wildcards.setting]
-    split = "all" if setting["split"] == "all" else DATASETS[ds]["eval_split"]
+    split = DATASETS[ds]["eval_split"] if setting["split"] == "eval" else setting["split"]
     return f"results/data/{ds}/{split}.jsonl"
 
 
@@ -97,7 +113,31 @@ def planned_split_file(wildcards):
 
 def model_revision_param(model):
     entry = MODELS[model]
+    if "finetuned" in entry:
+        return {"finetuned": finetune_params(entry["finetuned"]["recipe"], entry["finetuned"]["dataset"])}
     return entry["hub"] if "hub" in entry else {"tiny": entry["tiny"]}
+
+
+def finetune_params(recipe, dataset):
+    ft = FINETUNES[recipe]
+    keys = ("trainable", "prompt", "answer", "answer_prefix", "lr", "projector_lr", "global_batch")
+    keys += ("per_device_batch", "warmup_ratio", "seed", "dtype")
+    return {
+        **{k: ft[k] for k in keys},
+        "base": model_revision_param(ft["base"]),
+        "lora": ft["lora"] if ft["trainable"] == "projector+lora" else None,
+        "epochs": ft["epochs_by_dataset"].get(dataset, ft["epochs"]),
+        "protocol": finetune.FINETUNE_PROTOCOL_VERSION,
+    }
+
+
+def finetune_inputs(wildcards):
+    entry = FINETUNED_MODELS[wildcards.model]
+    recipe = FINETUNES[entry["recipe"]]
+    return {
+        "base": f"models/{recipe['base']}",
+        "queries": f"results/queries/{entry['dataset']}/{recipe['train_setting']}.jsonl",
+    }
 
 
 def query_params(wildcards):
@@ -228,10 +268,12 @@ def table_cells(table):
     for group in spec["groups"]:
         for model in group["models"]:
             for dataset in group["datasets"]:
+                # a fine-tuning recipe stands for its model trained on the cell's dataset
+                key = f"{model}-{dataset}" if model in FINETUNES else model
                 for column in group["columns"]:
                     cell = {
-                        "model": model,
-                        "paper_model": MODELS[model]["paper_name"],
+                        "model": key,
+                        "paper_model": MODELS[key]["paper_name"],
                         "dataset": dataset,
                         "paper_dataset": DATASETS[dataset]["paper_key"],
                         "setting": column["setting"],

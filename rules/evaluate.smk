@@ -102,6 +102,7 @@ rule score:
         setting=one_of(GENERATE_SETTINGS + CLIP_SETTINGS),
     params:
         resplit=lambda wc: MODELS[wc.model]["score_resplit"],
+        rule=lambda wc: SETTINGS[wc.setting]["scoring"],
         protocol=scoring.PROTOCOL_VERSION,
     run:
         jobs.score(input, output, params, log)

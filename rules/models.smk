@@ -36,3 +36,26 @@ rule build_tiny_model:
         builder=tiny.TINY_BUILDER_VERSION,
     script:
         "../scripts/build_tiny_model.py"
+
+
+rule finetune:
+    input:
+        unpack(finetune_inputs),
+    output:
+        model=directory("models/{model}"),
+        losses="results/finetune/{model}/losses.json",
+    log:
+        "logs/finetune/{model}.log",
+    wildcard_constraints:
+        model=one_of(FINETUNED_MODELS),
+    conda:
+        "../envs/models.yaml"
+    resources:
+        gpu=lambda wc: FINETUNES[FINETUNED_MODELS[wc.model]["recipe"]]["gpus"],
+    params:
+        job=lambda wc: finetune_params(FINETUNED_MODELS[wc.model]["recipe"], FINETUNED_MODELS[wc.model]["dataset"]),
+        family=lambda wc: MODELS[wc.model]["family"],
+        checkpoints="results/finetune/{model}/checkpoints",
+        device=config["device"],
+    script:
+        "../scripts/finetune.py"

@@ -31,7 +31,7 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     # Table 1: 7 VLMs x (4 open-world + 3 closed-world; ImageNet closed-world is N/A in the paper) = 49
     # Table 2: 2 VLMs x (3 more wordings x 4 datasets + fixed order and CoT x 3 datasets) = 36
     # Table 9: 2 VLMs x 4 K x 4 datasets = 32
-    assert jobs["generate"] == 49 + 36 + 32
+    assert jobs["generate"] == 49 + 36 + 32 + 11  # + the fine-tuned models' evaluations
     # Table 1: 2 CLIPs x 4 datasets; Table 9: CLIP-L x 4 K x 4 datasets
     assert jobs["clip_zero_shot"] == 8 + 16
     assert jobs["download_model"] == 9
@@ -39,11 +39,15 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     assert jobs["loglik"] == 8 and jobs["extract_features"] == 16 and jobs["probe"] == 34
     assert jobs["download_corpus"] == 2 and jobs["correlate_frequency"] == 8
     assert jobs["build_table"] == 6 and jobs["render_notebook"] == 6  # Tables 1, 2, 3, 9, 10, 11
+    # Table 3 right: projector (4 datasets), LoRA (3; ImageNet diverged in the paper), Q-Former (4)
+    assert jobs["finetune"] == 4 + 3 + 4
 
 
 def test_slurm_profile_plans_gpu_jobs(tmp_path):
     proc = snakemake("--profile", str(REPO / "profiles" / "slurm"), "-n", workdir=tmp_path)
-    assert planned_jobs(proc.stdout)["generate"] == 117
+    assert planned_jobs(proc.stdout)["generate"] == 128
+    finetune_block = re.search(r"rule finetune:\n(.*?)\n\n", proc.stdout, re.S)[1]
+    assert "gpu=4" in finetune_block
     generate_block = re.search(r"rule generate:\n(.*?)\n\n", proc.stdout, re.S)[1]
     assert "gpu=1" in generate_block and "slurm_partition=gpu" in generate_block
 
@@ -131,9 +135,10 @@ def test_demo_dry_run_plans_the_whole_dag(tmp_path):
     proc = snakemake("-n", "--configfile", str(REPO / "demo" / "config.yaml"), workdir=tmp_path)
     jobs = planned_jobs(proc.stdout)
     # Table 1: 4 VLMs x 2 datasets x 2; Table 2: 2 VLMs x 1 dataset x 5 more settings; Table 9: 2 VLMs x 4 K
-    assert jobs["generate"] == 16 + 10 + 8 and jobs["clip_zero_shot"] == 2 + 4 and jobs["build_tiny_model"] == 5
+    assert jobs["generate"] == 16 + 10 + 8 + 3 and jobs["clip_zero_shot"] == 2 + 4 and jobs["build_tiny_model"] == 5
+    assert jobs["finetune"] == 3
     assert jobs["loglik"] == 2 and jobs["extract_features"] == 3 and jobs["probe"] == 12
-    assert jobs["correlate_frequency"] == 4 and jobs["build_table"] == 6
+    assert jobs["correlate_frequency"] == 5 and jobs["build_table"] == 6
     assert "download_model" not in jobs and "download_upstream_file" not in jobs  # nothing of config.yaml leaks in
 
 
@@ -150,7 +155,7 @@ def test_demo_report_holds_table1(demo_run):
     "table, expected",
     [
         ("table2", ["Prob Inference (Sum Tokens)", "w/ Label (Random) + CoT", "w/ Prompt Alternative 2"]),
-        ("table3", ["Probing: Avg Tok", "Fine-tuning: Linear"]),
+        ("table3", ["Probing: Avg Tok", "Fine-tuning: Linear", "Fine-tuning: Proj (Q-Former)", "Figure 5"]),
         ("table9", ["Figure 2", "Figure 4"]),
         ("table10", ["probe position -1 (Last)"]),
         ("table11", ["Figure 3", "spearman_r"]),

@@ -37,7 +37,19 @@ def check_config(config: dict) -> None:
     for key, corpus in config.get("corpora", {}).items():
         if ("hub" in corpus) == ("synthetic" in corpus):
             errors.append(f"corpora.{key} needs exactly one of hub or synthetic")
-    settings, models, datasets = config.get("settings", {}), config.get("models", {}), config.get("datasets", {})
+    settings, datasets = config.get("settings", {}), config.get("datasets", {})
+    models = dict(config.get("models", {}))
+    for key, recipe in config.get("finetunes", {}).items():
+        where = f"finetunes.{key}"
+        if recipe["base"] not in models:
+            errors.append(f"{where}.base: unknown model {recipe['base']!r}")
+            continue
+        if settings.get(recipe.get("train_setting", "finetune_train"), {}).get("split") != "train":
+            errors.append(f"{where}.train_setting must name a setting with split: train")
+        for dataset in recipe.get("datasets", []):
+            if dataset not in datasets:
+                errors.append(f"{where}.datasets: unknown dataset {dataset!r}")
+        models[key] = models[recipe["base"]]  # a recipe stands for its fine-tuned models in tables
     for name, table in config.get("tables", {}).items():
         for g, group in enumerate(table["groups"]):
             where = f"tables.{name}.groups[{g}]"

@@ -48,7 +48,7 @@ def score(input, output, params, log) -> None:
     from .scoring import score_outputs
 
     with _logged(log[0]) as out:
-        result = score_outputs(read_jsonl(input[0]), resplit_marker=params.resplit)
+        result = score_outputs(read_jsonl(input[0]), resplit_marker=params.resplit, rule=params.rule)
         write_json(output[0], result)
         print(result, file=out)
 

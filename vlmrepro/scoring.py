@@ -20,6 +20,20 @@ def word_boundary_correct(label: str, pred: str) -> bool:
     return re.search(pattern, pred.lower()) is not None
 
 
+def exact_correct(label: str, pred: str) -> bool:
+    """Fine-tuned LLaVA (S2): the stripped generation equals the label, case-insensitively; nothing else."""
+    return label.lower() == pred.strip().lower()
+
+
+def blip_caption_correct(label: str, caption: str) -> bool:
+    """Fine-tuned BLIP-2 (S3): the label without parentheses is contained in the caption. Labels with characters
+    the training normaliser removed ('.', ':', …) can never match, as upstream."""
+    return label.replace("(", "").replace(")", "").lower() in caption.lower()
+
+
+RULES = {"substring": substring_correct, "exact": exact_correct, "blip_caption": blip_caption_correct}
+
+
 def upstream_pred(pred: str, resplit_marker: str | None) -> str:
     """The scoring notebook re-splits Mistral predictions once more on the first '[/INST]' still present."""
     if resplit_marker and resplit_marker in pred:
@@ -27,7 +41,7 @@ def upstream_pred(pred: str, resplit_marker: str | None) -> str:
     return pred
 
 
-def score_outputs(rows: list[dict], resplit_marker: str | None = None) -> dict:
+def score_outputs(rows: list[dict], resplit_marker: str | None = None, rule: str = "substring") -> dict:
     """Accuracy in percent over the evaluated rows; rows that could not be evaluated are counted by reason.
 
     Upstream divides by ``N + 1e-9``; the same expression is used so that values agree to the last digit.
@@ -50,7 +64,7 @@ def score_outputs(rows: list[dict], resplit_marker: str | None = None) -> dict:
         )
         return result
     preds = [(r["label"], upstream_pred(r["pred"], resplit_marker)) for r in evaluated]
-    result["accuracy"] = 100 * sum(substring_correct(l, p) for l, p in preds) / (n + 1e-9)
+    result["accuracy"] = 100 * sum(RULES[rule](l, p) for l, p in preds) / (n + 1e-9)
     result["accuracy_word_boundary"] = 100 * sum(word_boundary_correct(l, p) for l, p in preds) / (n + 1e-9)
     return result
 

@@ -1,0 +1,37 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from vlmrepro.finetune import blip_caption_label, run
+from vlmrepro.io import read_jsonl, write_json
+from vlmrepro.models import read_revision
+from vlmrepro.smk import job_logging
+
+with job_logging(snakemake):
+    params = snakemake.params.job
+    answer = blip_caption_label if params["answer"] == "blip_caption" else (lambda label: label)
+    examples = [{"path": q["path"], "answer": answer(q["label"])} for q in read_jsonl(snakemake.input.queries)]
+    job = {
+        **params,
+        "family": snakemake.params.family,
+        "device": snakemake.params.device,
+        "base_dir": snakemake.input.base,
+        "base_revision": read_revision(snakemake.input.base),
+        "examples": examples,
+        "checkpoint_dir": snakemake.params.checkpoints,
+        "out_dir": snakemake.output.model,
+        "log_file": snakemake.output.losses,
+        "workers": snakemake.threads,
+    }
+    gpus = snakemake.resources.gpu
+    if gpus > 1:  # data parallel over the job's GPUs; checkpoints make a rerun resume
+        job_file = Path(snakemake.params.checkpoints) / "job.json"
+        job_file.parent.mkdir(parents=True, exist_ok=True)
+        job_file.write_text(json.dumps(job))
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([snakemake.scriptdir, os.environ.get("PYTHONPATH", "")])}
+        subprocess.run([*launch, "-m", "vlmrepro.finetune", str(job_file)], check=True, env=env, stdout=sys.stdout, stderr=sys.stderr)
+    else:
+        write_json(snakemake.output.losses, run(job))

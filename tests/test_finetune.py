@@ -1,0 +1,109 @@
+"""Fine-tuning recipes on tiny real models: what they train, that the loss falls on a learnable task, resume and
+divergence handling."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from vlmrepro.finetune import blip_caption_label, run, trained_parameter_names, prepare_model
+from vlmrepro.scoring import blip_caption_correct, exact_correct
+
+PROMPT = "USER: <image>\nWhat type of object is in the photo? ASSISTANT:"
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    """Two visually opposite classes: learnable from the image alone."""
+    folder = tmp_path_factory.mktemp("ft")
+    out = []
+    for i in range(16):
+        label = "red circle" if i % 2 else "blue square"
+        colour = (230, 20, 20) if i % 2 else (20, 20, 230)
+        path = folder / f"{i}.png"
+        Image.fromarray(np.full((32, 32, 3), colour, dtype=np.uint8)).save(path)
+        out.append({"path": str(path), "answer": label})
+    return out
+
+
+def job(tmp_path, base, family, trainable, examples, **kw):
+    return {
+        "device": "cpu", "base_dir": str(base), "family": family, "dtype": "float32", "trainable": trainable,
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "examples": examples, "prompt": PROMPT, "global_batch": 8,
+        "per_device_batch": 8, "epochs": 4, "lr": 3e-3, "projector_lr": 3e-3, "warmup_ratio": 0.0, "seed": 42,
+        "checkpoint_dir": str(tmp_path / "ckpt"), "out_dir": str(tmp_path / "out"), "base_revision": "local", **kw,
+    }
+
+
+def changed_tensors(base, tuned):
+    a, b = load_file(f"{base}/model.safetensors"), load_file(f"{tuned}/model.safetensors")
+    assert a.keys() == b.keys()
+    return {k for k in a if not torch.equal(a[k], b[k])}
+
+
+def test_projector_only_trains_the_projector_and_loss_falls(tiny_models, examples, tmp_path):
+    log = run(job(tmp_path, tiny_models / "llava", "llava", "projector", examples))
+    losses = [l["loss"] for l in log["losses"]]
+    assert losses[-1] < losses[0] and not log["diverged"]
+    changed = changed_tensors(tiny_models / "llava", tmp_path / "out")
+    assert changed and all("multi_modal_projector" in k for k in changed)
+    assert (tmp_path / "out" / "REVISION").read_text().startswith("finetuned:")
+
+
+def test_lora_trains_projector_and_language_model_linears_only(tiny_models, examples, tmp_path):
+    run(job(tmp_path, tiny_models / "llava", "llava", "projector+lora", examples))
+    changed = changed_tensors(tiny_models / "llava", tmp_path / "out")
+    assert any("multi_modal_projector" in k for k in changed)
+    assert any("language_model" in k and "proj" in k for k in changed)
+    assert not any("vision_tower" in k or "embed_tokens" in k or "lm_head" in k or "norm" in k for k in changed)
+
+
+def test_qformer_recipe_trains_only_the_qformer_side(tiny_models, examples, tmp_path):
+    captions = [dict(e, answer=blip_caption_label(e["answer"])) for e in examples]
+    run(job(tmp_path, tiny_models / "blip2", "blip2", "qformer", captions, prompt="a photo of", answer_prefix=" "))
+    changed = changed_tensors(tiny_models / "blip2", tmp_path / "out")
+    assert changed and all(("qformer" in k or "query_tokens" in k or "language_projection" in k) for k in changed)
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_models, examples, tmp_path):
+    first = run(job(tmp_path, tiny_models / "llava", "llava", "projector", examples, epochs=2))
+    again = run(job(tmp_path, tiny_models / "llava", "llava", "projector", examples, epochs=3))
+    steps_per_epoch = len(examples) // 8
+    assert len(first["losses"]) == 2 * steps_per_epoch and again["losses"][-1]["epoch"] == 3
+    # the log history resumes with the trainer state: epochs 1-2 were not recomputed, only epoch 3 ran
+    assert len(again["losses"]) == 3 * steps_per_epoch and again["losses"][: len(first["losses"])] == first["losses"]
+    # and it continued from the trained weights, not from the base model
+    assert again["losses"][len(first["losses"])]["loss"] < first["losses"][0]["loss"]
+
+
+def test_diverging_loss_is_recorded_not_raised(tiny_models, examples, tmp_path):
+    """A model whose projector overflows (as a diverged run does) trains on with NaN losses, flagged, not raised."""
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(tiny_models / "llava")
+    with torch.no_grad():
+        model.model.multi_modal_projector.linear_1.weight.fill_(float("inf"))
+    model.save_pretrained(tmp_path / "broken")
+    AutoProcessor.from_pretrained(tiny_models / "llava").save_pretrained(tmp_path / "broken")
+    log = run(job(tmp_path, tmp_path / "broken", "llava", "projector", examples, epochs=1))
+    assert log["diverged"] and any(np.isnan(l["loss"]) for l in log["losses"])
+
+
+def test_trainable_sets_are_exclusive(tiny_models):
+    from transformers import LlavaForConditionalGeneration
+
+    model = prepare_model(LlavaForConditionalGeneration.from_pretrained(tiny_models / "llava"), "projector", None)
+    assert all("multi_modal_projector" in n for n in trained_parameter_names(model))
+    with pytest.raises(ValueError, match="trainable"):
+        prepare_model(model, "everything", None)
+
+
+def test_caption_normalisation_and_fine_tuned_scoring_rules():
+    assert blip_caption_label("St. Bernard") == "st bernard"
+    assert blip_caption_label("kite (bird of prey)") == "kite bird of prey"
+    assert not blip_caption_correct("St. Bernard", "a photo of st bernard")  # upstream quirk Q13
+    assert blip_caption_correct("kite (bird of prey)", "kite bird of prey")
+    assert exact_correct("Goldfish", " goldfish ") and not exact_correct("goldfish", "goldfish.")

@@ -1,0 +1,187 @@
+"""Fine-tuning on classification conversations (PROTOCOL E12, E13, E15, §8) with Hugging Face tools.
+
+* ``projector``: LLaVA's multi-modal projector only (E12).
+* ``projector+lora``: the projector plus LoRA adapters on every linear layer of the language model (E13), merged
+  into the weights when training ends.
+* ``qformer``: BLIP-2's Q-Former, query tokens and language projection (E15), on captions "a photo of <label>".
+
+The loss covers only the answer tokens and the end-of-sequence token. Training runs through ``transformers.Trainer``
+(so ``torchrun``/``accelerate`` give multi-GPU data parallelism), checkpoints every epoch into a folder outside the
+declared outputs and resumes from the last one when a killed job is rerun. The loss curve is kept; a diverging
+loss is recorded (NaN), not raised.
+
+Run as ``python -m vlmrepro.finetune job.json`` (or under ``torchrun``): the job file holds every argument.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+FINETUNE_PROTOCOL_VERSION = 1
+TRAINABLE = {
+    "projector": re.compile(r"multi_modal_projector"),
+    "projector+lora": re.compile(r"multi_modal_projector"),
+    "qformer": re.compile(r"qformer|query_tokens|language_projection"),
+}
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|fc1|fc2|out_proj)"
+
+
+def blip_caption_label(label: str) -> str:
+    """LAVIS BlipCaptionProcessor.pre_caption: lower-case, these characters to spaces, spaces collapsed, 50 words."""
+    text = re.sub(r"([.!\"()*#:;~])", " ", label.lower())
+    text = re.sub(r"\s{2,}", " ", text).rstrip("\n").strip(" ")
+    return " ".join(text.split(" ")[:50])
+
+
+class Conversations(torch.utils.data.Dataset):
+    """(image path, prompt, answer) triples; images are opened lazily in data-loader workers."""
+
+    def __init__(self, examples: list[tuple[str, str, str]]):
+        self.examples = examples
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        path, prompt, answer = self.examples[i]
+        with Image.open(path) as img:
+            return {"image": img.convert("RGB"), "prompt": prompt, "answer": answer}
+
+
+def make_collator(processor, answer_prefix: str = ""):
+    """Prompt ids (image placeholders expanded by the processor) + answer ids + EOS; labels mask the prompt.
+    The answer is tokenised on its own and concatenated, so no merge happens across the boundary."""
+    tok = processor.tokenizer
+
+    def collate(batch):
+        seqs, labels, pixels = [], [], []
+        for ex in batch:
+            enc = processor(images=[ex["image"]], text=[ex["prompt"]], return_tensors="pt")
+            prompt_ids = enc["input_ids"][0].tolist()
+            answer_ids = tok(answer_prefix + ex["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            seqs.append(prompt_ids + answer_ids)
+            labels.append([-100] * len(prompt_ids) + answer_ids)
+            pixels.append(enc["pixel_values"][0])
+            extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask", "pixel_values")}
+        width = max(len(s) for s in seqs)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        out = {
+            "input_ids": torch.tensor([s + [pad] * (width - len(s)) for s in seqs]),
+            "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs]),
+            "labels": torch.tensor([l + [-100] * (width - len(l)) for l in labels]),
+            "pixel_values": torch.stack(pixels),
+        }
+        if "image_sizes" in extra:  # LLaVA-NeXT
+            out["image_sizes"] = torch.cat([processor(images=[ex["image"]], text=[ex["prompt"]], return_tensors="pt")["image_sizes"] for ex in batch])
+        return out
+
+    return collate
+
+
+def prepare_model(model, trainable: str, lora: dict | None):
+    """Freeze everything but the trained parts; returns (model, parameter groups by name pattern)."""
+    if trainable not in TRAINABLE:
+        raise ValueError(f"trainable must be one of {sorted(TRAINABLE)}, got {trainable!r}")
+    for param in model.parameters():
+        param.requires_grad = False
+    if trainable == "projector+lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], bias="none",
+                       target_modules=LORA_TARGETS, modules_to_save=["multi_modal_projector"]),
+        )
+    pattern = TRAINABLE[trainable]
+    for name, param in model.named_parameters():
+        if pattern.search(name):
+            param.requires_grad = True
+    return model
+
+
+def trained_parameter_names(model) -> list[str]:
+    return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
+def run(job: dict) -> dict:
+    """Train, save the merged model into ``job['out_dir']`` and return the loss log."""
+    from transformers import AutoProcessor, Trainer, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from .models import model_class, pick_device, pick_dtype
+
+    device = pick_device(job["device"])
+    processor = AutoProcessor.from_pretrained(job["base_dir"])
+    processor.tokenizer.padding_side = "right"
+    dtype = pick_dtype(job["dtype"], device)
+    last = get_last_checkpoint(job["checkpoint_dir"]) if Path(job["checkpoint_dir"]).is_dir() else None
+    # Resuming: full-weight checkpoints are reloaded through from_pretrained, which maps the saved parameter names
+    # back (Trainer's own reload does not, in transformers 5); LoRA checkpoints hold the adapter and the projector.
+    start = last if last and job["trainable"] != "projector+lora" else job["base_dir"]
+    model = model_class(job["family"]).from_pretrained(start, dtype=dtype)
+    model = prepare_model(model, job["trainable"], job.get("lora"))
+    examples = [(q["path"], job["prompt"], q["answer"]) for q in job["examples"]]
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    accumulation = max(1, job["global_batch"] // (job["per_device_batch"] * world))
+    args = TrainingArguments(
+        output_dir=job["checkpoint_dir"],
+        per_device_train_batch_size=job["per_device_batch"],
+        gradient_accumulation_steps=accumulation,
+        num_train_epochs=job["epochs"],
+        learning_rate=job["lr"],
+        weight_decay=0.0,
+        warmup_steps=job["warmup_ratio"],  # a float below 1 is a ratio of the total steps
+        lr_scheduler_type="cosine",
+        logging_steps=1,
+        logging_nan_inf_filter=False,  # a diverged loss must show up as NaN in the curve
+        save_strategy="epoch",
+        save_total_limit=1,
+        bf16=device.startswith("cuda") and job["dtype"] == "bfloat16",
+        seed=job["seed"],
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=job.get("workers", 0),
+        use_cpu=not device.startswith("cuda"),
+        disable_tqdm=True,
+    )
+    projector = TRAINABLE["projector"]
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if p.requires_grad and projector.search(n)], "lr": job["projector_lr"]},
+        {"params": [p for n, p in model.named_parameters() if p.requires_grad and not projector.search(n)], "lr": job["lr"]},
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
+    trainer = Trainer(
+        model=model, args=args, train_dataset=Conversations(examples),
+        data_collator=make_collator(processor, job.get("answer_prefix", "")), optimizers=(optimizer, None),
+    )
+    trainer.train(resume_from_checkpoint=last)
+    losses = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
+    if trainer.is_world_process_zero():
+        if job["trainable"] == "projector+lora":
+            model = model.merge_and_unload()
+        work = Path(job["out_dir"] + ".part")
+        shutil.rmtree(work, ignore_errors=True)
+        model.save_pretrained(work)
+        processor.tokenizer.padding_side = "left"
+        processor.save_pretrained(work)
+        (work / "REVISION").write_text(f"finetuned:{job['base_revision']}\n")
+        shutil.rmtree(job["out_dir"], ignore_errors=True)
+        os.replace(work, job["out_dir"])
+    return {"losses": losses, "diverged": not all(math.isfinite(l["loss"]) for l in losses), "trained": job["trainable"]}
+
+
+if __name__ == "__main__":
+    job = json.loads(Path(sys.argv[1]).read_text())
+    log = run(job)
+    if int(os.environ.get("RANK", "0")) == 0:
+        Path(job["log_file"]).write_text(json.dumps(log, indent=1))
