@@ -244,8 +244,11 @@ def corpus_counts(wildcards):
 
 
 def frequency_source(wildcards):
+    """Per-item predictions: a setting's raw outputs, or a probe's score file (its best-epoch predictions)."""
     source = SETTINGS[wildcards.setting]["source"]
-    return f"results/outputs/{wildcards.model}/{wildcards.dataset}/{source}.jsonl"
+    folder = "scores" if SETTINGS[source]["kind"] == "probe" else "outputs"
+    suffix = "json" if folder == "scores" else "jsonl"
+    return f"results/{folder}/{wildcards.model}/{wildcards.dataset}/{source}.{suffix}"
 
 
 def model_gpus(wildcards):

@@ -74,6 +74,7 @@ rule correlate_frequency:
     input:
         unpack(corpus_counts),
         outputs=frequency_source,
+        classes="results/data/{dataset}/classes.json",
     output:
         "results/scores/{model}/{dataset}/{setting}.json",
     log:

@@ -72,6 +72,8 @@ def test_probe_learns_and_reports_both_selections():
     assert result["curve"][-1]["loss"] < result["curve"][0]["loss"]
     assert result["accuracy"] > 90
     assert 1 <= result["best_epoch"] <= 30 and 1 <= result["heldout_epoch"] <= 30
+    best = sum(t == p for t, p in result["predictions"]) / len(result["predictions"])
+    assert 100 * best == pytest.approx(result["accuracy"])  # the stored predictions are the best epoch's
     assert result["accuracy_heldout_epoch"] <= result["accuracy"]  # best-on-eval is the optimistic bound
 
 

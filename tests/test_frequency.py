@@ -92,3 +92,10 @@ def test_synthetic_corpus_is_long_tailed_and_deterministic():
     counts = dict(count_classes(corpus_sentences(corpus), classes))
     ordered = sorted(counts.values(), reverse=True)
     assert ordered[0] / max(ordered[-1], 1) >= 30  # spans well over an order of magnitude
+
+
+def test_probe_predictions_give_per_class_accuracy():
+    from vlmrepro.frequency import probe_class_accuracy
+
+    score = {"predictions": [[0, 0], [0, 1], [1, 1], [2, 0]]}
+    assert probe_class_accuracy(score, ["cat", "dog", "bird"]) == {"cat": 0.5, "dog": 1.0, "bird": 0.0}

@@ -102,3 +102,58 @@ def test_all_items_not_evaluable_is_na_with_reason():
     result = score_outputs(rows)
     assert result["accuracy"] is None
     assert "context_overflow for 3 of 3" in result["na_reason"] and "9000" in result["na_reason"]
+
+
+VICUNA_V1 = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
+    "and polite answers to the user's questions."
+)
+
+
+@pytest.mark.parametrize(
+    "model, golden",
+    [
+        ("llava-1.5-7b", f"USER: <image>\n{CLOSED}\nASSISTANT: Let's think step by step."),
+        ("blip2-opt-2.7b", f"Question: {CLOSED} Let's think step by step. Answer:"),
+    ],
+)
+def test_golden_chain_of_thought_prompts(model, golden):
+    assert render(CONFIG["models"][model]["cot_template"], CLOSED) == golden
+    assert CONFIG["settings"]["closed_world_cot"]["max_new_tokens"] == 512
+
+
+def test_golden_probabilistic_inference_contexts():
+    llava = CONFIG["models"]["llava-1.5-7b"]["loglik"]
+    assert render(llava["template"], BASE) == f"USER: <image>\n{BASE}\nASSISTANT: The photo features a"
+    assert llava["method"] == "continuation"
+    blip = CONFIG["models"]["blip2-opt-2.7b"]["loglik"]
+    assert render(blip["template"], BASE).replace("{label}", "tench") == f"Question: {BASE} Answer: A tench"
+    assert blip["method"] == "per_class"
+    assert CONFIG["settings"]["prob_inference"]["limit"] == 1000
+
+
+@pytest.mark.parametrize("setting, question", [
+    ("prompt2", "Can you name the specific item pictured here?"),
+    ("prompt3", "Identify the object in this image."),
+    ("prompt4", "What is the main object depicted in this photograph?"),
+])
+def test_golden_prompt_variants(setting, question):
+    assert CONFIG["settings"][setting]["question"] == question
+    assert render(CONFIG["models"]["llava-1.5-7b"]["template"], question) == f"USER: <image>\n{question}\nASSISTANT:"
+
+
+def test_golden_fine_tuning_prompts():
+    recipe = CONFIG["finetunes"]["llava-proj"]
+    train = f"{VICUNA_V1} USER: <image>\nWhat type of object is in the photo? ASSISTANT:"
+    assert recipe["prompt"] == train
+    assert render(recipe["template"], CONFIG["settings"]["finetuned_eval"]["question"]) == train
+    assert CONFIG["finetunes"]["llava-lora"]["prompt"] == train
+    blip = CONFIG["finetunes"]["blip2-qformer"]
+    assert blip["prompt"] == "a photo of" and blip["answer"] == "blip_caption" and blip["answer_prefix"] == " "
+    assert render(blip["template"], CONFIG["settings"]["finetuned_caption_eval"]["question"]) == "a photo of"
+
+
+def test_feature_prompts_are_the_open_world_templates():
+    """PROTOCOL §4.6: features use the base question under each model's own template."""
+    assert CONFIG["settings"]["features"]["question"] == BASE
+    assert render(CONFIG["models"]["blip2-opt-2.7b"]["template"], BASE) == f"Question: {BASE} Answer:"

@@ -37,7 +37,7 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     assert jobs["download_model"] == 9
     assert jobs["build_imagenet_manifest"] == 1
     assert jobs["loglik"] == 8 and jobs["extract_features"] == 16 and jobs["probe"] == 34
-    assert jobs["download_corpus"] == 2 and jobs["correlate_frequency"] == 8
+    assert jobs["download_corpus"] == 2 and jobs["correlate_frequency"] == 8 + 4 + 4
     assert jobs["build_table"] == 6 and jobs["render_notebook"] == 6  # Tables 1, 2, 3, 9, 10, 11
     # Table 3 right: projector (4 datasets), LoRA (3; ImageNet diverged in the paper), Q-Former (4)
     assert jobs["finetune"] == 4 + 3 + 4
@@ -138,7 +138,7 @@ def test_demo_dry_run_plans_the_whole_dag(tmp_path):
     assert jobs["generate"] == 16 + 10 + 8 + 3 and jobs["clip_zero_shot"] == 2 + 4 and jobs["build_tiny_model"] == 5
     assert jobs["finetune"] == 3
     assert jobs["loglik"] == 2 and jobs["extract_features"] == 3 and jobs["probe"] == 12
-    assert jobs["correlate_frequency"] == 5 and jobs["build_table"] == 6
+    assert jobs["correlate_frequency"] == 6 and jobs["build_table"] == 6
     assert "download_model" not in jobs and "download_upstream_file" not in jobs  # nothing of config.yaml leaks in
 
 

@@ -75,12 +75,12 @@ def check_config(config: dict) -> None:
                             errors.append(f"{where}: setting {setting!r} needs models.{model}.cot_template")
                 if kind == "frequency":
                     source = settings[setting].get("source", "")
-                    if settings.get(source, {}).get("kind") not in ("generate", "clip"):
-                        errors.append(f"settings.{setting}.source: {source!r} is not a generate or clip setting")
+                    if settings.get(source, {}).get("kind") not in ("generate", "clip", "probe"):
+                        errors.append(f"settings.{setting}.source: {source!r} is not a generate, clip or probe setting")
                         continue
                     if not {"pretrain", "instruct"} <= set(config.get("corpora", {})):
                         errors.append(f"settings.{setting} needs corpora.pretrain and corpora.instruct")
-                    kind = settings[source]["kind"]
+                    kind, setting = settings[source]["kind"], source
                 if kind == "probe":
                     source = settings[setting].get("features", "")
                     if settings.get(source, {}).get("kind") not in ("features", "clip_features"):

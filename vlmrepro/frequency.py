@@ -94,6 +94,14 @@ def per_class_accuracy(rows: list[dict]) -> dict[str, float]:
     return {label: sum(v) / len(v) for label, v in hits.items()}
 
 
+def probe_class_accuracy(score: dict, classes: list[str]) -> dict[str, float]:
+    """Per-class accuracy (0-1) of a probe's best-epoch predictions, keyed by the class-list name of the target."""
+    hits: dict[str, list[bool]] = {}
+    for target, prediction in score["predictions"]:
+        hits.setdefault(classes[target], []).append(target == prediction)
+    return {label: sum(v) / len(v) for label, v in hits.items()}
+
+
 def correlate(frequency: dict[str, int], accuracy: dict[str, float]) -> dict:
     """Spearman and Pearson of (frequency of label.lower(), class accuracy), and the Figure 3 bins."""
     from scipy.stats import pearsonr, spearmanr

@@ -93,11 +93,14 @@ def report_index(input, output, log) -> None:
 
 
 def correlate_frequency(input, output, log) -> None:
-    from .frequency import combine, correlate, per_class_accuracy
+    from .frequency import combine, correlate, per_class_accuracy, probe_class_accuracy
 
     with _logged(log[0]) as out:
         counts = {corpus: dict(map(tuple, read_json(input[corpus]))) for corpus in ("pretrain", "instruct")}
-        accuracy = per_class_accuracy(read_jsonl(input.outputs))
+        if str(input.outputs).endswith(".json"):  # a probe's best-epoch predictions
+            accuracy = probe_class_accuracy(read_json(input.outputs), read_json(input.classes))
+        else:
+            accuracy = per_class_accuracy(read_jsonl(input.outputs))
         result = correlate(combine(counts["pretrain"], counts["instruct"]), accuracy)
         result["per_stage"] = {
             corpus: {k: v for k, v in correlate(counts[corpus], accuracy).items() if k.endswith("_r")}

@@ -27,7 +27,7 @@ def _train(
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
     loss_fn = torch.nn.CrossEntropyLoss()
     order = list(range(len(train_x)))
-    curve = []
+    curve, best_predictions = [], None
     for _ in range(epochs):
         if reshuffle:
             rng.shuffle(order)
@@ -41,11 +41,14 @@ def _train(
             optimizer.step()
             losses.append(loss.item())
         with torch.no_grad():
-            point = {"loss": float(np.mean(losses)), "eval": float((head(eval_x).argmax(1) == eval_y).float().mean())}
+            predictions = head(eval_x).argmax(1)
+            point = {"loss": float(np.mean(losses)), "eval": float((predictions == eval_y).float().mean())}
+            if not curve or point["eval"] > max(p["eval"] for p in curve):
+                best_predictions = predictions
             if select_x is not None:
                 point["select"] = float((head(select_x).argmax(1) == select_y).float().mean())
         curve.append(point)
-    return curve
+    return curve, best_predictions
 
 
 def run_probe(
@@ -76,7 +79,7 @@ def run_probe(
         return {"accuracy": None, "na_reason": f"N/A: position missing in {int((~usable).sum())} sequences (too short)"}
     train_x, train_y, eval_x, eval_y = x[train], y[train], x[evaluate], y[evaluate]
     common = dict(n_classes=n_classes, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, reshuffle=reshuffle, fp16_init=fp16_init)
-    curve = _train(train_x, train_y, eval_x, eval_y, **common)
+    curve, predictions = _train(train_x, train_y, eval_x, eval_y, **common)
     best = int(np.argmax([p["eval"] for p in curve]))
     result = {
         "accuracy": 100 * curve[best]["eval"],
@@ -86,12 +89,14 @@ def run_probe(
         "n_items": int(evaluate.sum()),
         "labels": label_key,
         "curve": curve,
+        # per-item (target, prediction) at the best epoch: per-class accuracies for Figure 7 / Table 11
+        "predictions": [[int(t), int(p)] for t, p in zip(eval_y, predictions)],
     }
     n_heldout = int(round(heldout_fraction * len(train_x)))
     if n_heldout > 0:
         fit = slice(0, len(train_x) - n_heldout)
         held = slice(len(train_x) - n_heldout, len(train_x))
-        selection = _train(train_x[fit], train_y[fit], eval_x, eval_y, select_x=train_x[held], select_y=train_y[held], **common)
+        selection, _ = _train(train_x[fit], train_y[fit], eval_x, eval_y, select_x=train_x[held], select_y=train_y[held], **common)
         chosen = int(np.argmax([p["select"] for p in selection]))
         result.update(accuracy_heldout_epoch=100 * selection[chosen]["eval"], heldout_epoch=chosen + 1)
     if any(np.isnan(p["loss"]) for p in curve):
