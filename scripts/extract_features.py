@@ -14,9 +14,7 @@ with job_logging(snakemake):
         clip = ClipModel(snakemake.input.model, run["dtype"], run["device"])
         encode = lambda images: (features.clip_features(clip, images), None)
     else:
-        vlm = VisionLanguageModel(
-            snakemake.input.model, run["family"], run["dtype"], run["device"], padding_side=run["padding_side"]
-        )
+        vlm, _ = VisionLanguageModel.for_job(snakemake.input.model, run)
         prompt = render(run["template"], run["question"])
         encode = lambda images: features.vlm_features(vlm, images, prompt, run["positions"])
     out = snakemake.output[0]

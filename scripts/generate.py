@@ -2,16 +2,13 @@ import time
 
 from vlmrepro.evaluate import run_generation
 from vlmrepro.io import read_jsonl, write_json, write_jsonl
-from vlmrepro.models import VisionLanguageModel, read_revision
+from vlmrepro.models import VisionLanguageModel
 from vlmrepro.smk import job_logging
 
 with job_logging(snakemake):
     run = snakemake.params.run
     start = time.time()
-    vlm = VisionLanguageModel(
-        snakemake.input.model, run["family"], run["dtype"], run["device"], padding_side=run["padding_side"]
-    )
-    revision = read_revision(snakemake.input.model)
+    vlm, revision = VisionLanguageModel.for_job(snakemake.input.model, run)
     records = run_generation(
         vlm,
         read_jsonl(snakemake.input.queries),

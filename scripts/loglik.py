@@ -5,16 +5,13 @@ import numpy as np
 from vlmrepro.datasets import load_class_list
 from vlmrepro.io import atomic_path, read_jsonl, write_json, write_jsonl
 from vlmrepro.loglik import run_loglik
-from vlmrepro.models import VisionLanguageModel, read_revision
+from vlmrepro.models import VisionLanguageModel
 from vlmrepro.smk import job_logging
 
 with job_logging(snakemake):
     run = snakemake.params.run
     start = time.time()
-    vlm = VisionLanguageModel(
-        snakemake.input.model, run["family"], run["dtype"], run["device"], padding_side=run["padding_side"]
-    )
-    revision = read_revision(snakemake.input.model)
+    vlm, revision = VisionLanguageModel.for_job(snakemake.input.model, run)
     records, arrays = run_loglik(
         vlm,
         read_jsonl(snakemake.input.queries),

@@ -105,6 +105,7 @@ def local_dataset_config(tmp_path, checksum=None, directory=None):
         }
     }
     config["tables"] = {"table1": config["tables"]["table1"]}
+    config["finetunes"] = {}
     for group in config["tables"]["table1"]["groups"]:
         group["datasets"] = ["cars"]
     return write_config(tmp_path, config)
@@ -216,7 +217,8 @@ def test_changing_the_seed_reruns_plans_and_everything_after(demo_run, tmp_path)
     jobs = planned_jobs(snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=demo_run).stdout)
     n_plans = len(list((demo_run / "results/queries").glob("*/*.jsonl")))
     n_outputs = len(list((demo_run / "results/outputs").glob("*/*/*.jsonl")))
-    assert jobs["plan_queries"] == n_plans and jobs["generate"] + jobs["clip_zero_shot"] == n_outputs
+    assert jobs["plan_queries"] == n_plans
+    assert jobs["generate"] + jobs["clip_zero_shot"] + jobs["loglik"] == n_outputs
     assert "build_tiny_model" not in jobs and "prepare_split" not in jobs
 
 

@@ -64,7 +64,7 @@ def continuation_logprobs(vlm, image, context: str, class_ids: list[list[int]], 
         seqs = class_ids[start : start + chunk]
         scores = [[float(first[s[0]])] for s in seqs]
         if max(len(s) for s in seqs) > 1:
-            ids, mask = _pad_right([s[:-1] for s in seqs if len(s) > 1] or [[pad]], pad)
+            ids, mask = _pad_right([s[:-1] for s in seqs if len(s) > 1], pad)
             multi = [i for i, s in enumerate(seqs) if len(s) > 1]
             cache = copy.deepcopy(context_cache)  # each class starts from the unmodified context
             cache.batch_repeat_interleave(len(multi))

@@ -94,6 +94,12 @@ class VisionLanguageModel:
         output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
         return self.processor.batch_decode(output, skip_special_tokens=True)
 
+    @classmethod
+    def for_job(cls, model_dir, run: dict) -> tuple["VisionLanguageModel", str]:
+        """The model of a job's params (family, dtype, device, padding side) and its recorded revision."""
+        vlm = cls(model_dir, run["family"], run["dtype"], run["device"], padding_side=run["padding_side"])
+        return vlm, read_revision(model_dir)
+
     def generation_settings(self) -> dict:
         return {
             "padding_side": self.tokenizer.padding_side,
