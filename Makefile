@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 demo: venv
 	$(RUN) HF_HUB_OFFLINE=1 $(BIN)/snakemake --configfile demo/config.yaml --directory demo-run \
-		--cores $(CORES) --show-failed-logs
+		--profile profiles/local --cores $(CORES)
 	@echo "Demo report: demo-run/results/report/index.html"
 
 test: venv

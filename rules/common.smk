@@ -4,7 +4,7 @@ import re
 
 from snakemake.utils import validate
 
-from vlmrepro import evaluate, features, finetune, frequency, jobs, loglik, probe, queries, scoring, tiny
+from vlmrepro import jobs, versions
 from vlmrepro.config import check_config
 
 validate(config, "../schemas/config.schema.yaml")
@@ -127,7 +127,7 @@ def finetune_params(recipe, dataset):
         "base": model_revision_param(ft["base"]),
         "lora": ft["lora"] if ft["trainable"] == "projector+lora" else None,
         "epochs": ft["epochs_by_dataset"].get(dataset, ft["epochs"]),
-        "protocol": finetune.FINETUNE_PROTOCOL_VERSION,
+        "protocol": versions.FINETUNE,
     }
 
 
@@ -149,7 +149,7 @@ def query_params(wildcards):
         "order": s["order"],
         "limit": s["limit"],
         "shuffle": s["shuffle"],
-        "protocol": queries.PROTOCOL_VERSION,
+        "protocol": versions.QUERIES,
     }
 
 
@@ -165,7 +165,7 @@ def generation_params(wildcards):
         "max_new_tokens": s["max_new_tokens"],
         "padding_side": config["padding_side"],
         "device": config["device"],
-        "protocol": evaluate.GENERATION_PROTOCOL_VERSION,
+        "protocol": versions.GENERATION,
     }
 
 
@@ -177,7 +177,7 @@ def clip_params(wildcards):
         "dtype": m["dtype"],
         "batch_size": m["batch_size"],
         "device": config["device"],
-        "protocol": evaluate.CLIP_PROTOCOL_VERSION,
+        "protocol": versions.CLIP,
     }
 
 
@@ -192,7 +192,7 @@ def loglik_params(wildcards):
         "dtype": m["dtype"],
         "padding_side": config["padding_side"],
         "device": config["device"],
-        "protocol": loglik.LOGLIK_PROTOCOL_VERSION,
+        "protocol": versions.LOGLIK,
     }
 
 
@@ -201,7 +201,7 @@ def loglik_scoring_params(wildcards):
     return {
         "alphas": s["cfg_alphas"],
         "text_prior": s["cfg_mode"] == "paper",
-        "protocol": scoring.LOGLIK_SCORING_VERSION,
+        "protocol": versions.LOGLIK_SCORING,
     }
 
 
@@ -218,7 +218,7 @@ def feature_params(wildcards):
         "shard_size": s["shard_size"],
         "padding_side": config["padding_side"],
         "device": config["device"],
-        "protocol": features.FEATURES_PROTOCOL_VERSION,
+        "protocol": versions.FEATURES,
     }
 
 
@@ -235,7 +235,7 @@ def probe_params(wildcards):
         "heldout_fraction": s["heldout_fraction"],
         "epochs": s["epochs_by_dataset"].get(wildcards.dataset, s["epochs"]),
         "eval_split": DATASETS[wildcards.dataset]["eval_split"],
-        "protocol": probe.PROBE_PROTOCOL_VERSION,
+        "protocol": versions.PROBE,
     }
 
 

@@ -103,7 +103,7 @@ rule score:
     params:
         resplit=lambda wc: MODELS[wc.model]["score_resplit"],
         rule=lambda wc: SETTINGS[wc.setting]["scoring"],
-        protocol=scoring.PROTOCOL_VERSION,
+        protocol=versions.SCORING,
     run:
         jobs.score(input, output, params, log)
 

@@ -49,7 +49,7 @@ rule tokenize_corpus:
     params:
         unit=config["frequency"]["sentence_unit"],
         lowercase=config["frequency"]["lowercase"],
-        protocol=frequency.FREQUENCY_PROTOCOL_VERSION,
+        protocol=versions.FREQUENCY,
     script:
         "../scripts/tokenize_corpus.py"
 
@@ -65,7 +65,7 @@ rule count_frequency:
     conda:
         "../envs/data.yaml"
     params:
-        protocol=frequency.FREQUENCY_PROTOCOL_VERSION,
+        protocol=versions.FREQUENCY,
     script:
         "../scripts/count_frequency.py"
 
@@ -83,6 +83,6 @@ rule correlate_frequency:
         setting=one_of(FREQUENCY_SETTINGS),
     localrule: True
     params:
-        protocol=frequency.FREQUENCY_PROTOCOL_VERSION,
+        protocol=versions.FREQUENCY,
     run:
         jobs.correlate_frequency(input, output, log)

@@ -33,7 +33,7 @@ rule build_tiny_model:
     params:
         family=lambda wc: MODELS[wc.model]["family"],
         spec=lambda wc: MODELS[wc.model]["tiny"],
-        builder=tiny.TINY_BUILDER_VERSION,
+        builder=versions.TINY_BUILDER,
     script:
         "../scripts/build_tiny_model.py"
 

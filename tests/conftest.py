@@ -28,7 +28,7 @@ def snakemake(*args, workdir, check=True, timeout=1200):
 def demo_run(tmp_path_factory):
     """The embedded demo DAG, run once for the session."""
     workdir = tmp_path_factory.mktemp("demo-run")
-    snakemake("--configfile", str(REPO / "demo" / "config.yaml"), "--cores", "2", workdir=workdir)
+    snakemake("--configfile", str(REPO / "demo" / "config.yaml"), "--profile", str(REPO / "profiles" / "local"), "--cores", "2", workdir=workdir)
     return workdir
 
 

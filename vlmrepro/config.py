@@ -3,7 +3,7 @@ Each error names the key at fault."""
 
 from __future__ import annotations
 
-from .models import CLIP_FAMILIES
+CLIP_FAMILIES = ("open_clip",)  # families scored as image-text embedding models
 
 
 class ConfigError(ValueError):

@@ -90,7 +90,13 @@ def check_image(path: Path) -> str | None:
 
 
 def prepare_split(
-    manifest_path, classes_path, split: str, image_prefix: str, image_root, on_bad_image: str = "error", workers: int = 8
+    manifest_path,
+    classes_path,
+    split: str,
+    image_prefix: str,
+    image_root,
+    on_bad_image: str = "error",
+    workers: int = 8,
 ) -> tuple[list[dict], dict]:
     """Rows of one split (file order; split "all" keeps every row) with resolved ``path``; bad images raise, or
     are marked ``skip``."""

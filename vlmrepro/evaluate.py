@@ -14,10 +14,6 @@ from PIL import Image
 
 from .prompts import extract_answer, render
 
-# Bump when a loop's behaviour changes: it is a rule param, so every output it produced reruns.
-GENERATION_PROTOCOL_VERSION = 1
-CLIP_PROTOCOL_VERSION = 1
-
 
 def _base_record(query: dict, revision: str) -> dict:
     keys = ("item", "row", "image", "label", "choices")

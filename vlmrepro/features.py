@@ -19,8 +19,6 @@ from .evaluate import _chunks, _load_rgb
 from .io import atomic_path, write_json
 from .prompts import render
 
-FEATURES_PROTOCOL_VERSION = 1
-
 
 def _select(hidden: torch.Tensor, mask: torch.Tensor, positions: list) -> torch.Tensor:
     """[P, D] features of one sequence: the unpadded states picked by ``positions``."""

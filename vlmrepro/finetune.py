@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-FINETUNE_PROTOCOL_VERSION = 1
 TRAINABLE = {
     "projector": re.compile(r"multi_modal_projector"),
     "projector+lora": re.compile(r"multi_modal_projector"),
@@ -82,7 +81,12 @@ def make_collator(processor, answer_prefix: str = ""):
             "pixel_values": torch.stack(pixels),
         }
         if "image_sizes" in extra:  # LLaVA-NeXT
-            out["image_sizes"] = torch.cat([processor(images=[ex["image"]], text=[ex["prompt"]], return_tensors="pt")["image_sizes"] for ex in batch])
+            out["image_sizes"] = torch.cat(
+                [
+                    processor(images=[ex["image"]], text=[ex["prompt"]], return_tensors="pt")["image_sizes"]
+                    for ex in batch
+                ]
+            )
         return out
 
     return collate
@@ -99,8 +103,14 @@ def prepare_model(model, trainable: str, lora: dict | None):
 
         model = get_peft_model(
             model,
-            LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], bias="none",
-                       target_modules=LORA_TARGETS, modules_to_save=["multi_modal_projector"]),
+            LoraConfig(
+                r=lora["r"],
+                lora_alpha=lora["alpha"],
+                lora_dropout=lora["dropout"],
+                bias="none",
+                target_modules=LORA_TARGETS,
+                modules_to_save=["multi_modal_projector"],
+            ),
         )
     pattern = TRAINABLE[trainable]
     for name, param in model.named_parameters():
@@ -156,16 +166,29 @@ def run(job: dict) -> dict:
     )
     projector = TRAINABLE["projector"]
     groups = [
-        {"params": [p for n, p in model.named_parameters() if p.requires_grad and projector.search(n)], "lr": job["projector_lr"]},
-        {"params": [p for n, p in model.named_parameters() if p.requires_grad and not projector.search(n)], "lr": job["lr"]},
+        {
+            "params": [p for n, p in model.named_parameters() if p.requires_grad and projector.search(n)],
+            "lr": job["projector_lr"],
+        },
+        {
+            "params": [p for n, p in model.named_parameters() if p.requires_grad and not projector.search(n)],
+            "lr": job["lr"],
+        },
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
     trainer = Trainer(
-        model=model, args=args, train_dataset=Conversations(examples),
-        data_collator=make_collator(processor, job.get("answer_prefix", "")), optimizers=(optimizer, None),
+        model=model,
+        args=args,
+        train_dataset=Conversations(examples),
+        data_collator=make_collator(processor, job.get("answer_prefix", "")),
+        optimizers=(optimizer, None),
     )
     trainer.train(resume_from_checkpoint=last)
-    losses = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
+    losses = [
+        {"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"]}
+        for e in trainer.state.log_history
+        if "loss" in e
+    ]
     if trainer.is_world_process_zero():
         if job["trainable"] == "projector+lora":
             model = model.merge_and_unload()
@@ -177,7 +200,11 @@ def run(job: dict) -> dict:
         (work / "REVISION").write_text(f"finetuned:{job['base_revision']}\n")
         shutil.rmtree(job["out_dir"], ignore_errors=True)
         os.replace(work, job["out_dir"])
-    return {"losses": losses, "diverged": not all(math.isfinite(l["loss"]) for l in losses), "trained": job["trainable"]}
+    return {
+        "losses": losses,
+        "diverged": not all(math.isfinite(l["loss"]) for l in losses),
+        "trained": job["trainable"],
+    }
 
 
 if __name__ == "__main__":

@@ -14,10 +14,31 @@ import json
 from collections import Counter
 from typing import Iterable, Iterator
 
-FREQUENCY_PROTOCOL_VERSION = 1
 BIN_EDGES = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 1000, 10000, 100000]
-ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "inc", "ltd", "co",
-                 "no", "fig", "approx", "u.s", "mt", "ft", "ave"}
+ABBREVIATIONS = {
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "prof",
+    "st",
+    "jr",
+    "sr",
+    "vs",
+    "etc",
+    "e.g",
+    "i.e",
+    "inc",
+    "ltd",
+    "co",
+    "no",
+    "fig",
+    "approx",
+    "u.s",
+    "mt",
+    "ft",
+    "ave",
+}
 
 
 @functools.cache
@@ -133,16 +154,22 @@ def synthetic_corpus(classes: list[str], n_records: int, zipf: float, seed: int)
     rng = np.random.default_rng(seed)
     weights = np.arange(1, len(ranked) + 1, dtype=float) ** -zipf
     picks = rng.choice(len(ranked), size=n_records, p=weights / weights.sum())
-    openers = ["This is a photo of a {} on a plain background.", "The image shows a {} in the middle.",
-               "I can see a {} here, clearly.", "{} shapes like this are common."]
+    openers = [
+        "This is a photo of a {} on a plain background.",
+        "The image shows a {} in the middle.",
+        "I can see a {} here, clearly.",
+        "{} shapes like this are common.",
+    ]
     records = []
     for i, k in enumerate(picks):
         sentence = openers[int(rng.integers(len(openers)))].format(ranked[k])
-        records.append({
-            "id": f"synthetic-{i}",
-            "conversations": [
-                {"from": "human", "value": "<image>\nDescribe the image briefly."},
-                {"from": "gpt", "value": sentence[0].upper() + sentence[1:] + " Nothing else is visible."},
-            ],
-        })
+        records.append(
+            {
+                "id": f"synthetic-{i}",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nDescribe the image briefly."},
+                    {"from": "gpt", "value": sentence[0].upper() + sentence[1:] + " Nothing else is visible."},
+                ],
+            }
+        )
     return records

@@ -52,5 +52,7 @@ def download_dataset_file(repo_id: str, filename: str, revision: str, dest, toke
             cached = hf_hub_download(repo_id, filename, repo_type="dataset", revision=sha, token=token)
             shutil.copyfile(cached, tmp)
     except Exception as err:
-        raise RuntimeError(f"could not download {filename} of dataset {repo_id}@{revision}: {type(err).__name__}: {err}") from err
+        raise RuntimeError(
+            f"could not download {filename} of dataset {repo_id}@{revision}: {type(err).__name__}: {err}"
+        ) from err
     return sha

@@ -37,8 +37,14 @@ def plan_queries(input, output, params, log) -> None:
     with _logged(log[0]) as out:
         p = params.plan
         queries = plan(
-            read_jsonl(input.rows), load_class_list(input.classes), p["question"], p["seed"],
-            candidates=p["candidates"], order=p["order"], limit=p["limit"], shuffle=p["shuffle"],
+            read_jsonl(input.rows),
+            load_class_list(input.classes),
+            p["question"],
+            p["seed"],
+            candidates=p["candidates"],
+            order=p["order"],
+            limit=p["limit"],
+            shuffle=p["shuffle"],
         )
         write_jsonl(output[0], queries)
         print(f"{len(queries)} queries", file=out)
@@ -63,7 +69,10 @@ def score_loglik(input, output, params, log) -> None:
         with np.load(input.logprobs) as npz:
             arrays = dict(npz)
         result = score_it(
-            read_jsonl(input.rows), arrays, alphas=p["alphas"], text_prior_alphas=p["alphas"] if p["text_prior"] else None
+            read_jsonl(input.rows),
+            arrays,
+            alphas=p["alphas"],
+            text_prior_alphas=p["alphas"] if p["text_prior"] else None,
         )
         write_json(output[0], result)
         print(result, file=out)

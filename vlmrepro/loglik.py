@@ -20,7 +20,6 @@ import torch
 from .evaluate import _base_record, _load_rgb
 from .prompts import render
 
-LOGLIK_PROTOCOL_VERSION = 1
 METHODS = ("continuation", "per_class")
 
 
@@ -126,8 +125,12 @@ def run_loglik(
 
     def scores_for(image):
         if method == "continuation":
-            return continuation_logprobs(vlm, image, context if image is not None else _text_only(context), class_ids, chunk)
-        return per_class_logprobs(vlm, image, template if image is not None else _text_only(template), question, classes, class_ids, chunk)
+            return continuation_logprobs(
+                vlm, image, context if image is not None else _text_only(context), class_ids, chunk
+            )
+        return per_class_logprobs(
+            vlm, image, template if image is not None else _text_only(template), question, classes, class_ids, chunk
+        )
 
     for i, query in enumerate(queries):
         if "skip" in query:

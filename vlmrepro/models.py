@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
+from .config import CLIP_FAMILIES
+
 VLM_FAMILIES = ("llava", "llava_next", "blip2", "instructblip")
-CLIP_FAMILIES = ("open_clip",)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -55,7 +56,9 @@ class VisionLanguageModel:
     """Greedy batched generation with left padding; the weights load on first use (a job whose every prompt
     overflows the context never loads them)."""
 
-    def __init__(self, model_dir, family: str, dtype: str = "bfloat16", device: str = "auto", padding_side: str = "left"):
+    def __init__(
+        self, model_dir, family: str, dtype: str = "bfloat16", device: str = "auto", padding_side: str = "left"
+    ):
         from transformers import AutoConfig, AutoProcessor
 
         self.model_dir, self.family = str(model_dir), family

@@ -12,12 +12,21 @@ import random
 import numpy as np
 import torch
 
-PROBE_PROTOCOL_VERSION = 1
-
 
 def _train(
-    train_x, train_y, eval_x, eval_y, n_classes: int, epochs: int, lr: float, batch_size: int, seed: int,
-    reshuffle: bool, fp16_init: bool, select_x=None, select_y=None,
+    train_x,
+    train_y,
+    eval_x,
+    eval_y,
+    n_classes: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    reshuffle: bool,
+    fp16_init: bool,
+    select_x=None,
+    select_y=None,
 ):
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -78,7 +87,15 @@ def run_probe(
     if not usable.all():
         return {"accuracy": None, "na_reason": f"N/A: position missing in {int((~usable).sum())} sequences (too short)"}
     train_x, train_y, eval_x, eval_y = x[train], y[train], x[evaluate], y[evaluate]
-    common = dict(n_classes=n_classes, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, reshuffle=reshuffle, fp16_init=fp16_init)
+    common = dict(
+        n_classes=n_classes,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        reshuffle=reshuffle,
+        fp16_init=fp16_init,
+    )
     curve, predictions = _train(train_x, train_y, eval_x, eval_y, **common)
     best = int(np.argmax([p["eval"] for p in curve]))
     result = {
@@ -96,7 +113,9 @@ def run_probe(
     if n_heldout > 0:
         fit = slice(0, len(train_x) - n_heldout)
         held = slice(len(train_x) - n_heldout, len(train_x))
-        selection, _ = _train(train_x[fit], train_y[fit], eval_x, eval_y, select_x=train_x[held], select_y=train_y[held], **common)
+        selection, _ = _train(
+            train_x[fit], train_y[fit], eval_x, eval_y, select_x=train_x[held], select_y=train_y[held], **common
+        )
         chosen = int(np.argmax([p["select"] for p in selection]))
         result.update(accuracy_heldout_epoch=100 * selection[chosen]["eval"], heldout_epoch=chosen + 1)
     if any(np.isnan(p["loss"]) for p in curve):

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import random
 
-# Bump when the planning behaviour changes: it is a rule param, so every plan and result downstream reruns.
-PROTOCOL_VERSION = 2  # 2: queries carry the row's split (and ImageNet label_idx) for feature extraction
-
 
 def closed_world_question(init_prompt: str, choices: list[str]) -> str:
     return f'{init_prompt} Choose one from "{", ".join(choices)}".'

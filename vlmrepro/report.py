@@ -41,7 +41,9 @@ def by_setting(frame: pd.DataFrame):
 
 
 def not_computed(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[(frame["note"] != "") | frame["ours"].isna()][["row", "dataset", "setting", "ours", "note", "paper_note"]]
+    return frame[(frame["note"] != "") | frame["ours"].isna()][
+        ["row", "dataset", "setting", "ours", "note", "paper_note"]
+    ]
 
 
 def ours_vs_paper_long(frame: pd.DataFrame) -> pd.DataFrame:

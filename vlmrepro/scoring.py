@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 
-PROTOCOL_VERSION = 1
-
 
 def substring_correct(label: str, pred: str) -> bool:
     return label.lower() in pred.lower()
@@ -71,8 +69,6 @@ def score_outputs(rows: list[dict], resplit_marker: str | None = None, rule: str
 
 # --- probabilistic inference (PROTOCOL §6.5) -------------------------------------------------------------------
 
-LOGLIK_SCORING_VERSION = 1
-
 
 def _class_sums(token_logprobs, offsets):
     import numpy as np
@@ -117,7 +113,11 @@ def score_loglik(records: list[dict], arrays: dict, alphas=range(9), text_prior_
     result.update(accuracy_cfg=grid[best], cfg_best_alpha=float(best), cfg_grid=grid)
     if "prior" in arrays and text_prior_alphas is not None:
         prior_avg = _class_sums(arrays["prior"][None].astype(np.float64), offsets) / lengths
-        paper_grid = {str(t): _accuracies(t * sums / lengths + (1 - t) * prior_avg, labels)[0] for t in text_prior_alphas}
+        paper_grid = {
+            str(t): _accuracies(t * sums / lengths + (1 - t) * prior_avg, labels)[0] for t in text_prior_alphas
+        }
         best = max(paper_grid, key=lambda t: paper_grid[t])
-        result.update(accuracy_cfg_text_prior=paper_grid[best], cfg_text_prior_best=float(best), cfg_text_prior_grid=paper_grid)
+        result.update(
+            accuracy_cfg_text_prior=paper_grid[best], cfg_text_prior_best=float(best), cfg_text_prior_grid=paper_grid
+        )
     return result

@@ -7,8 +7,21 @@ import pandas as pd
 from .paper import paper_cell
 
 COLUMNS = [
-    "model", "paper_model", "dataset", "paper_dataset", "setting", "paper_setting", "metric", "ours", "ours_strict",
-    "paper", "delta", "n_evaluated", "n_items", "note", "paper_note",
+    "model",
+    "paper_model",
+    "dataset",
+    "paper_dataset",
+    "setting",
+    "paper_setting",
+    "metric",
+    "ours",
+    "ours_strict",
+    "paper",
+    "delta",
+    "n_evaluated",
+    "n_items",
+    "note",
+    "paper_note",
 ]
 
 
@@ -27,7 +40,11 @@ def build_table(cells: list[dict], paper: pd.DataFrame, paper_table: str) -> pd.
         score = cell.get("score") or {}
         metric = cell.get("metric", "accuracy")
         value, paper_note = paper_cell(
-            paper, paper_table, cell["paper_model"], cell["paper_dataset"], cell["paper_setting"],
+            paper,
+            paper_table,
+            cell["paper_model"],
+            cell["paper_dataset"],
+            cell["paper_setting"],
             cell.get("paper_metric", "accuracy"),
         )
         ours = _round(score.get(metric), metric)
@@ -37,7 +54,9 @@ def build_table(cells: list[dict], paper: pd.DataFrame, paper_table: str) -> pd.
             note = f"{skipped} image(s) skipped"
         rows.append(
             {
-                **{k: cell[k] for k in ("model", "paper_model", "dataset", "paper_dataset", "setting", "paper_setting")},
+                **{
+                    k: cell[k] for k in ("model", "paper_model", "dataset", "paper_dataset", "setting", "paper_setting")
+                },
                 "metric": metric,
                 "ours": ours,
                 "ours_strict": _round(score.get(f"{metric}_word_boundary")),

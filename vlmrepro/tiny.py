@@ -11,10 +11,6 @@ import torch
 
 from .datasets import COLOURS, SHAPES
 
-# Bump when a built model changes (architecture, tokenizer, saved layout): it is a rule param, so tiny models and
-# everything computed with them are rebuilt. 2: the OPT tokenizer adds BOS like facebook/opt's.
-TINY_BUILDER_VERSION = 2
-
 # Text the tiny tokenizers are trained on: the prompts of the protocol and the synthetic class vocabulary.
 CORPUS = [
     "What type of object is in this photo?",
@@ -51,7 +47,9 @@ def _bpe_vocab(byte_level: bool, vocab_size: int):
     else:
         bpe = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
         bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False
+        )
     bpe.train_from_iterator(CORPUS * 5, trainer)
     model = json.loads(bpe.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
@@ -85,8 +83,14 @@ def opt_tokenizer(vocab_size: int = 400):
 
     vocab, merges = _bpe_vocab(byte_level=True, vocab_size=vocab_size)
     return GPT2Tokenizer(
-        vocab=vocab, merges=merges, bos_token="</s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-        padding_side="left", add_bos_token=True,
+        vocab=vocab,
+        merges=merges,
+        bos_token="</s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        padding_side="left",
+        add_bos_token=True,
     )
 
 
@@ -147,63 +151,95 @@ def build_tiny_vlm(family: str, out_dir, spec: dict | None = None) -> None:
         image_token = tok.convert_tokens_to_ids("<image>")
         vision = _vision(tf.CLIPVisionConfig, spec)
         text = _text(tok, spec, spec["text_model"])
-        common = dict(patch_size=spec["patch_size"], vision_feature_select_strategy="default", num_additional_image_tokens=1)
+        common = dict(
+            patch_size=spec["patch_size"], vision_feature_select_strategy="default", num_additional_image_tokens=1
+        )
         if family == "llava":
             processor = tf.LlavaProcessor(
-                image_processor=tf.CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}),
-                tokenizer=tok, chat_template=LLAVA_CHAT_TEMPLATE, **common,
+                image_processor=tf.CLIPImageProcessor(
+                    size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+                ),
+                tokenizer=tok,
+                chat_template=LLAVA_CHAT_TEMPLATE,
+                **common,
             )
             config = tf.LlavaConfig(
-                vision_config=vision, text_config=text, image_token_index=image_token, vision_feature_layer=-2,
-                vision_feature_select_strategy="default", image_seq_length=(size // spec["patch_size"]) ** 2,
+                vision_config=vision,
+                text_config=text,
+                image_token_index=image_token,
+                vision_feature_layer=-2,
+                vision_feature_select_strategy="default",
+                image_seq_length=(size // spec["patch_size"]) ** 2,
             )
             model = tf.LlavaForConditionalGeneration(config)
         else:
             pinpoints = [[size, size], [size, 2 * size], [2 * size, size], [2 * size, 2 * size]]
             processor = tf.LlavaNextProcessor(
                 image_processor=tf.LlavaNextImageProcessor(
-                    size={"shortest_edge": size}, crop_size={"height": size, "width": size}, image_grid_pinpoints=pinpoints
+                    size={"shortest_edge": size},
+                    crop_size={"height": size, "width": size},
+                    image_grid_pinpoints=pinpoints,
                 ),
-                tokenizer=tok, chat_template=LLAVA_CHAT_TEMPLATE, **common,
+                tokenizer=tok,
+                chat_template=LLAVA_CHAT_TEMPLATE,
+                **common,
             )
             config = tf.LlavaNextConfig(
-                vision_config=vision, text_config=text, image_token_index=image_token, image_grid_pinpoints=pinpoints,
-                vision_feature_select_strategy="default", vision_feature_layer=-2,
+                vision_config=vision,
+                text_config=text,
+                image_token_index=image_token,
+                image_grid_pinpoints=pinpoints,
+                vision_feature_select_strategy="default",
+                vision_feature_layer=-2,
             )
             model = tf.LlavaNextForConditionalGeneration(config)
     elif family in ("blip2", "instructblip"):
         image_processor = tf.BlipImageProcessor(size={"height": size, "width": size})
         nq = spec["num_query_tokens"]
         qformer = dict(
-            hidden_size=spec["vision_width"], num_hidden_layers=spec["layers"], num_attention_heads=2,
-            intermediate_size=2 * spec["vision_width"], encoder_hidden_size=spec["vision_width"],
+            hidden_size=spec["vision_width"],
+            num_hidden_layers=spec["layers"],
+            num_attention_heads=2,
+            intermediate_size=2 * spec["vision_width"],
+            encoder_hidden_size=spec["vision_width"],
         )
         if family == "blip2":
             tok = opt_tokenizer()
             processor = tf.Blip2Processor(image_processor=image_processor, tokenizer=tok, num_query_tokens=nq)
             text = tf.OPTConfig(
-                vocab_size=len(tok), hidden_size=spec["hidden"], ffn_dim=2 * spec["hidden"], num_hidden_layers=spec["layers"],
-                num_attention_heads=4, word_embed_proj_dim=spec["hidden"], max_position_embeddings=spec["max_context"],
-                pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                vocab_size=len(tok),
+                hidden_size=spec["hidden"],
+                ffn_dim=2 * spec["hidden"],
+                num_hidden_layers=spec["layers"],
+                num_attention_heads=4,
+                word_embed_proj_dim=spec["hidden"],
+                max_position_embeddings=spec["max_context"],
+                pad_token_id=tok.pad_token_id,
+                bos_token_id=tok.bos_token_id,
+                eos_token_id=tok.eos_token_id,
             )
             config = tf.Blip2Config(
                 vision_config=_vision(tf.Blip2VisionConfig, spec).to_dict(),
                 qformer_config=tf.Blip2QFormerConfig(vocab_size=100, **qformer).to_dict(),
-                text_config=text.to_dict(), num_query_tokens=nq,
+                text_config=text.to_dict(),
+                num_query_tokens=nq,
                 image_token_index=tok.convert_tokens_to_ids("<image>"),
             )
             model = tf.Blip2ForConditionalGeneration(config)
         else:
             tok = llama_tokenizer()
             words = sorted({w.strip("?.,") for line in CORPUS for w in line.lower().split()} - {""})
-            qtok = tf.BertTokenizer(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words)})
+            qtok = tf.BertTokenizer(
+                vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words)}
+            )
             processor = tf.InstructBlipProcessor(
                 image_processor=image_processor, tokenizer=tok, qformer_tokenizer=qtok, num_query_tokens=nq
             )
             config = tf.InstructBlipConfig(
                 vision_config=_vision(tf.InstructBlipVisionConfig, spec).to_dict(),
                 qformer_config=tf.InstructBlipQFormerConfig(vocab_size=len(qtok), **qformer).to_dict(),
-                text_config=_text(tok, spec).to_dict(), num_query_tokens=nq,
+                text_config=_text(tok, spec).to_dict(),
+                num_query_tokens=nq,
                 image_token_index=tok.convert_tokens_to_ids("<image>"),
             )
             model = tf.InstructBlipForConditionalGeneration(config)
@@ -227,14 +263,25 @@ def build_tiny_clip(out_dir, spec: dict | None = None) -> None:
     model_cfg = {
         "embed_dim": spec["hidden"] // 2,
         "vision_cfg": {
-            "image_size": spec["image_size"], "layers": spec["layers"], "width": spec["hidden"],
-            "head_width": spec["hidden"] // 2, "patch_size": spec["patch_size"],
+            "image_size": spec["image_size"],
+            "layers": spec["layers"],
+            "width": spec["hidden"],
+            "head_width": spec["hidden"] // 2,
+            "patch_size": spec["patch_size"],
         },
-        "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": spec["hidden"] // 2, "heads": 2, "layers": spec["layers"]},
+        "text_cfg": {
+            "context_length": 32,
+            "vocab_size": 49408,
+            "width": spec["hidden"] // 2,
+            "heads": 2,
+            "layers": spec["layers"],
+        },
     }
     model = CLIP(**model_cfg)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(Path(out_dir) / "open_clip_model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, str(Path(out_dir) / "open_clip_model.safetensors")
+    )
     preprocess_cfg = {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)}
     with open(Path(out_dir) / "open_clip_config.json", "w") as handle:
         json.dump({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, handle, indent=2)

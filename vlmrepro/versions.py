@@ -1,0 +1,15 @@
+"""Protocol versions: one per behaviour that shapes a result. Each reaches its rules as a param, so bumping one
+reruns exactly the results it affects (lm-evaluation-harness style). Kept in this import-light module so that
+parsing the workflow does not import torch."""
+
+QUERIES = 2  # 2: queries carry the row's split (and ImageNet label_idx) for feature extraction
+GENERATION = 1
+CLIP = 1
+SCORING = 1
+LOGLIK = 1
+LOGLIK_SCORING = 1
+FEATURES = 1
+PROBE = 1
+FINETUNE = 1
+FREQUENCY = 1
+TINY_BUILDER = 2  # 2: the tiny OPT tokenizer adds BOS like facebook/opt's
