@@ -121,7 +121,7 @@ def model_revision_param(model):
 def finetune_params(recipe, dataset):
     ft = FINETUNES[recipe]
     keys = ("trainable", "prompt", "answer", "answer_prefix", "lr", "projector_lr", "global_batch")
-    keys += ("per_device_batch", "warmup_ratio", "seed", "dtype")
+    keys += ("per_device_batch", "warmup_ratio", "seed", "dtype", "gradient_checkpointing")
     return {
         **{k: ft[k] for k in keys},
         "base": model_revision_param(ft["base"]),
@@ -249,6 +249,12 @@ def frequency_source(wildcards):
     folder = "scores" if SETTINGS[source]["kind"] == "probe" else "outputs"
     suffix = "json" if folder == "scores" else "jsonl"
     return f"results/{folder}/{wildcards.model}/{wildcards.dataset}/{source}.{suffix}"
+
+
+def cut_finetuned_labels(wildcards):
+    """Quirk Q15: fine-tuned outputs outside ImageNet had their labels cut at the first hyphen upstream."""
+    setting = SETTINGS[wildcards.setting]
+    return setting["label_parse"] == "upstream_finetuned" and DATASETS[wildcards.dataset]["paper_key"] != "imagenet"
 
 
 def model_gpus(wildcards):

@@ -84,5 +84,6 @@ rule correlate_frequency:
     localrule: True
     params:
         protocol=versions.FREQUENCY,
+        cut_at_hyphen=cut_finetuned_labels,
     run:
-        jobs.correlate_frequency(input, output, log)
+        jobs.correlate_frequency(input, output, params, log)

@@ -68,15 +68,16 @@ def test_qformer_recipe_trains_only_the_qformer_side(tiny_models, examples, tmp_
     assert changed and all(("qformer" in k or "query_tokens" in k or "language_projection" in k) for k in changed)
 
 
-def test_resume_continues_from_the_last_checkpoint(tiny_models, examples, tmp_path):
+def test_identical_rerun_resumes_from_the_last_checkpoint(tiny_models, examples, tmp_path):
+    """A job killed after its last checkpoint (here: its output removed) resumes instead of training again."""
+    import shutil
+
     first = run(job(tmp_path, tiny_models / "llava", "llava", "projector", examples, epochs=2))
-    again = run(job(tmp_path, tiny_models / "llava", "llava", "projector", examples, epochs=3))
-    steps_per_epoch = len(examples) // 8
-    assert len(first["losses"]) == 2 * steps_per_epoch and again["losses"][-1]["epoch"] == 3
-    # the log history resumes with the trainer state: epochs 1-2 were not recomputed, only epoch 3 ran
-    assert len(again["losses"]) == 3 * steps_per_epoch and again["losses"][: len(first["losses"])] == first["losses"]
-    # and it continued from the trained weights, not from the base model
-    assert again["losses"][len(first["losses"])]["loss"] < first["losses"][0]["loss"]
+    shutil.rmtree(tmp_path / "out")
+    checkpoints = sorted(p.name for p in (tmp_path / "ckpt").glob("checkpoint-*"))
+    again = run(job(tmp_path, tiny_models / "llava", "llava", "projector", examples, epochs=2))
+    assert checkpoints and again["losses"] == first["losses"]  # the trainer state came back; no step was redone
+    assert changed_tensors(tiny_models / "llava", tmp_path / "out")  # the trained weights, not the base model's
 
 
 def test_diverging_loss_is_recorded_not_raised(tiny_models, examples, tmp_path):
@@ -107,3 +108,20 @@ def test_caption_normalisation_and_fine_tuned_scoring_rules():
     assert not blip_caption_correct("St. Bernard", "a photo of st bernard")  # upstream quirk Q13
     assert blip_caption_correct("kite (bird of prey)", "kite bird of prey")
     assert exact_correct("Goldfish", " goldfish ") and not exact_correct("goldfish", "goldfish.")
+
+
+def test_changed_recipe_does_not_resume_old_checkpoints(tiny_models, examples, tmp_path):
+    run(job(tmp_path, tiny_models / "llava", "llava", "projector", examples, epochs=2))
+    other = run(job(tmp_path, tiny_models / "llava", "llava", "projector", examples, epochs=2, lr=1e-3, projector_lr=1e-3))
+    assert len(other["losses"]) == 2 * (len(examples) // 8)  # trained from the start, not resumed
+
+
+def test_global_batch_must_fit_the_devices(tiny_models, examples, tmp_path):
+    with pytest.raises(ValueError, match="global_batch 12"):
+        run(job(tmp_path, tiny_models / "llava", "llava", "projector", examples, global_batch=12))
+
+
+def test_gradient_checkpointing_trains_the_same_parts(tiny_models, examples, tmp_path):
+    log = run(job(tmp_path, tiny_models / "llava", "llava", "projector", examples, epochs=2, gradient_checkpointing=True))
+    assert log["losses"][-1]["loss"] < log["losses"][0]["loss"]
+    assert all("multi_modal_projector" in k for k in changed_tensors(tiny_models / "llava", tmp_path / "out"))

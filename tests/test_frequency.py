@@ -99,3 +99,9 @@ def test_probe_predictions_give_per_class_accuracy():
 
     score = {"predictions": [[0, 0], [0, 1], [1, 1], [2, 0]]}
     assert probe_class_accuracy(score, ["cat", "dog", "bird"]) == {"cat": 0.5, "dog": 1.0, "bird": 0.0}
+
+
+def test_upstream_fine_tuned_label_parse_cuts_at_the_first_hyphen():
+    rows = [{"status": "ok", "label": "black-eyed susan", "pred": "a black flower"}]
+    assert per_class_accuracy(rows) == {"black-eyed susan": 0.0}
+    assert per_class_accuracy(rows, cut_at_hyphen=True) == {"black": 1.0}  # quirk Q15

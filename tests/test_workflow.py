@@ -36,7 +36,7 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     assert jobs["clip_zero_shot"] == 8 + 16
     assert jobs["download_model"] == 9
     assert jobs["build_imagenet_manifest"] == 1
-    assert jobs["loglik"] == 8 and jobs["extract_features"] == 16 and jobs["probe"] == 34
+    assert jobs["loglik"] == 8 and jobs["extract_features"] == 16 + 1 and jobs["probe"] == 34  # + Table 10 positions
     assert jobs["download_corpus"] == 2 and jobs["correlate_frequency"] == 8 + 4 + 4
     assert jobs["build_table"] == 6 and jobs["render_notebook"] == 6  # Tables 1, 2, 3, 9, 10, 11
     # Table 3 right: projector (4 datasets), LoRA (3; ImageNet diverged in the paper), Q-Former (4)

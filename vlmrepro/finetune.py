@@ -15,6 +15,7 @@ Run as ``python -m vlmrepro.finetune job.json`` (or under ``torchrun``): the job
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -123,6 +124,18 @@ def trained_parameter_names(model) -> list[str]:
     return [name for name, p in model.named_parameters() if p.requires_grad]
 
 
+def _discard_checkpoints_of_other_settings(job: dict) -> None:
+    """Checkpoints resume only the same training: a changed recipe (lr, epochs, data, base…) starts afresh."""
+    keys = sorted(k for k in job if k not in ("checkpoint_dir", "out_dir", "log_file", "workers", "device"))
+    fingerprint = hashlib.sha256(json.dumps({k: job[k] for k in keys}, sort_keys=True, default=str).encode()).hexdigest()
+    folder, stamp = Path(job["checkpoint_dir"]), Path(job["checkpoint_dir"]) / "SETTINGS"
+    if folder.is_dir() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+
+
 def run(job: dict) -> dict:
     """Train, save the merged model into ``job['out_dir']`` and return the loss log."""
     from transformers import AutoProcessor, Trainer, TrainingArguments
@@ -134,15 +147,26 @@ def run(job: dict) -> dict:
     processor = AutoProcessor.from_pretrained(job["base_dir"])
     processor.tokenizer.padding_side = "right"
     dtype = pick_dtype(job["dtype"], device)
+    _discard_checkpoints_of_other_settings(job)
     last = get_last_checkpoint(job["checkpoint_dir"]) if Path(job["checkpoint_dir"]).is_dir() else None
     # Resuming: full-weight checkpoints are reloaded through from_pretrained, which maps the saved parameter names
     # back (Trainer's own reload does not, in transformers 5); LoRA checkpoints hold the adapter and the projector.
     start = last if last and job["trainable"] != "projector+lora" else job["base_dir"]
     model = model_class(job["family"]).from_pretrained(start, dtype=dtype)
     model = prepare_model(model, job["trainable"], job.get("lora"))
+    for param in model.parameters():  # fp32 master weights: bf16 would round most 2e-5 updates away
+        if param.requires_grad:
+            param.data = param.data.float()
+    if job.get("gradient_checkpointing"):
+        model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need grads to flow
     examples = [(q["path"], job["prompt"], q["answer"]) for q in job["examples"]]
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    accumulation = max(1, job["global_batch"] // (job["per_device_batch"] * world))
+    accumulation, rest = divmod(job["global_batch"], job["per_device_batch"] * world)
+    if accumulation < 1 or rest:
+        raise ValueError(
+            f"global_batch {job['global_batch']} is not a multiple of per_device_batch {job['per_device_batch']} x "
+            f"{world} GPU(s): set the recipe's global_batch / per_device_batch / gpus so that it is"
+        )
     args = TrainingArguments(
         output_dir=job["checkpoint_dir"],
         per_device_train_batch_size=job["per_device_batch"],
@@ -154,6 +178,7 @@ def run(job: dict) -> dict:
         lr_scheduler_type="cosine",
         logging_steps=1,
         logging_nan_inf_filter=False,  # a diverged loss must show up as NaN in the curve
+        gradient_checkpointing=bool(job.get("gradient_checkpointing")),
         save_strategy="epoch",
         save_total_limit=1,
         bf16=device.startswith("cuda") and job["dtype"] == "bfloat16",

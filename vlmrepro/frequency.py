@@ -104,14 +104,16 @@ def combine(pretrain: dict[str, int], instruct: dict[str, int]) -> dict[str, int
     return {key: count + instruct.get(key, 0) for key, count in pretrain.items()}
 
 
-def per_class_accuracy(rows: list[dict]) -> dict[str, float]:
-    """Substring-rule accuracy (0-1) per label string over the evaluated rows (§9.3 step 2)."""
+def per_class_accuracy(rows: list[dict], cut_at_hyphen: bool = False) -> dict[str, float]:
+    """Substring-rule accuracy (0-1) per label string over the evaluated rows (§9.3 step 2). ``cut_at_hyphen``
+    reproduces quirk Q15 (upstream read fine-tuned labels as question_id.split("-")[1]: 'black-eyed susan' -> 'black')."""
     from .scoring import substring_correct
 
     hits: dict[str, list[bool]] = {}
     for row in rows:
         if row.get("status") == "ok":
-            hits.setdefault(row["label"], []).append(substring_correct(row["label"], row["pred"]))
+            label = row["label"].split("-")[0] if cut_at_hyphen else row["label"]
+            hits.setdefault(label, []).append(substring_correct(label, row["pred"]))
     return {label: sum(v) / len(v) for label, v in hits.items()}
 
 

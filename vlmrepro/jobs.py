@@ -101,7 +101,7 @@ def report_index(input, output, log) -> None:
         write_text(output[0], index_html(list(input.pages), list(input.tables)))
 
 
-def correlate_frequency(input, output, log) -> None:
+def correlate_frequency(input, output, params, log) -> None:
     from .frequency import combine, correlate, per_class_accuracy, probe_class_accuracy
 
     with _logged(log[0]) as out:
@@ -109,7 +109,7 @@ def correlate_frequency(input, output, log) -> None:
         if str(input.outputs).endswith(".json"):  # a probe's best-epoch predictions
             accuracy = probe_class_accuracy(read_json(input.outputs), read_json(input.classes))
         else:
-            accuracy = per_class_accuracy(read_jsonl(input.outputs))
+            accuracy = per_class_accuracy(read_jsonl(input.outputs), cut_at_hyphen=params.cut_at_hyphen)
         result = correlate(combine(counts["pretrain"], counts["instruct"]), accuracy)
         result["per_stage"] = {
             corpus: {k: v for k, v in correlate(counts[corpus], accuracy).items() if k.endswith("_r")}
