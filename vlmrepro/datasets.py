@@ -47,6 +47,14 @@ def duplicate_classes(classes: list[str]) -> dict[str, list[int]]:
     return {name: idx for name, idx in seen.items() if len(idx) > 1}
 
 
+def first_indices(classes: list[str]) -> dict[str, int]:
+    """Name -> index of its first entry: upstream's ``classes.index(name)`` (duplicated names map to the first)."""
+    index: dict[str, int] = {}
+    for i, name in enumerate(classes):
+        index.setdefault(name, i)
+    return index
+
+
 def read_manifest(path, classes: list[str]) -> list[dict]:
     """All rows in file order; each row gets ``row`` (its 0-based line index). Every row is checked."""
     class_set = set(classes)

@@ -12,20 +12,21 @@ from typing import Callable
 
 from PIL import Image
 
+from .datasets import first_indices
 from .prompts import extract_answer, render
 
 
-def _base_record(query: dict, revision: str) -> dict:
+def base_record(query: dict, revision: str) -> dict:
     keys = ("item", "row", "image", "label", "choices")
     return {**{k: query.get(k) for k in keys}, "model_revision": revision}
 
 
-def _load_rgb(path: str) -> Image.Image:
+def load_rgb(path: str) -> Image.Image:
     with Image.open(path) as img:
         return img.convert("RGB")
 
 
-def _chunks(seq: list, size: int):
+def chunks(seq: list, size: int):
     for i in range(0, len(seq), size):
         yield seq[i : i + size]
 
@@ -41,7 +42,7 @@ def run_generation(
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     prompts = [render(template, q["question"]) for q in queries]
-    records = [{**_base_record(q, revision), "prompt": p} for q, p in zip(queries, prompts)]
+    records = [{**base_record(q, revision), "prompt": p} for q, p in zip(queries, prompts)]
     budget = vlm.max_context - max_new_tokens
     todo = []
     for i, (query, lower_bound) in enumerate(zip(queries, vlm.prompt_token_lower_bounds(prompts))):
@@ -53,8 +54,8 @@ def run_generation(
             todo.append(i)
     log(f"{len(todo)} of {len(queries)} items to generate ({len(queries) - len(todo)} not evaluable)")
     start, done = time.time(), 0
-    for batch in _chunks(todo, batch_size):
-        images = [_load_rgb(queries[i]["path"]) for i in batch]
+    for batch in chunks(todo, batch_size):
+        images = [load_rgb(queries[i]["path"]) for i in batch]
         inputs = vlm.encode(images, [prompts[i] for i in batch])
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
         fits = [k for k, n in enumerate(lengths) if n <= budget]
@@ -95,18 +96,16 @@ def run_clip_zero_shot(
     if "{label}" not in text_template:
         raise ValueError(f"CLIP text template {text_template!r} has no {{label}} slot")
     text_features = clip.encode_texts([text_template.replace("{label}", c) for c in classes])
-    first_index = {}
-    for i, name in enumerate(classes):
-        first_index.setdefault(name, i)  # upstream classes.index(): the first of a duplicated name
-    records = [_base_record(q, revision) for q in queries]
+    first_index = first_indices(classes)
+    records = [base_record(q, revision) for q in queries]
     todo = []
     for i, query in enumerate(queries):
         if "skip" in query:
             records[i].update(status="skipped_image", reason=query["skip"])
         else:
             todo.append(i)
-    for batch in _chunks(todo, batch_size):
-        pixels = torch.stack([clip.preprocess(_load_rgb(queries[i]["path"])) for i in batch])
+    for batch in chunks(todo, batch_size):
+        pixels = torch.stack([clip.preprocess(load_rgb(queries[i]["path"])) for i in batch])
         similarities = clip.encode_images(pixels) @ text_features.T
         for row, i in zip(similarities, batch):
             choices = queries[i]["choices"]

@@ -15,7 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .evaluate import _chunks, _load_rgb
+from .datasets import first_indices
+from .evaluate import chunks, load_rgb
 from .io import atomic_path, write_json
 from .prompts import render
 
@@ -38,8 +39,7 @@ def _select(hidden: torch.Tensor, mask: torch.Tensor, positions: list) -> torch.
 
 @torch.inference_mode()
 def vlm_features(vlm, images, prompt: str, positions: list) -> tuple[np.ndarray, list[int]]:
-    inputs = vlm.encode(images, [prompt] * len(images)).to(vlm.device)
-    inputs["pixel_values"] = inputs["pixel_values"].to(vlm.dtype)
+    inputs = vlm.encode(images, [prompt] * len(images))
     out = vlm.model(**inputs, output_hidden_states=True)
     lm = getattr(out, "language_model_outputs", None)  # BLIP-2 / InstructBLIP keep the LM's outputs apart
     hidden = (lm.hidden_states if lm is not None else out.hidden_states)[-1]
@@ -66,17 +66,15 @@ def extract(
 ) -> dict:
     """Run ``encode`` over the queries (skipped images are left out) and write ``shard-XXXXX.npz`` files plus
     ``index.json`` into ``out_dir``. Labels are upstream's ``classes.index(label)`` and ImageNet's ``label_idx``."""
-    first_index = {}
-    for i, name in enumerate(classes):
-        first_index.setdefault(name, i)
+    first_index = first_indices(classes)
     todo = [q for q in queries if "skip" not in q]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shards, seq_lengths = [], []
-    for s, shard in enumerate(_chunks(todo, shard_size)):
+    for s, shard in enumerate(chunks(todo, shard_size)):
         feats, lengths = [], []
-        for batch in _chunks(shard, batch_size):
-            f, n = encode([_load_rgb(q["path"]) for q in batch])
+        for batch in chunks(shard, batch_size):
+            f, n = encode([load_rgb(q["path"]) for q in batch])
             feats.append(f.astype(np.float16))
             lengths.extend(n or [])
         name = f"shard-{s:05d}.npz"

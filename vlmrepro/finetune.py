@@ -64,7 +64,7 @@ def make_collator(processor, answer_prefix: str = ""):
     tok = processor.tokenizer
 
     def collate(batch):
-        seqs, labels, pixels = [], [], []
+        seqs, labels, pixels, sizes = [], [], [], []
         for ex in batch:
             enc = processor(images=[ex["image"]], text=[ex["prompt"]], return_tensors="pt")
             prompt_ids = enc["input_ids"][0].tolist()
@@ -72,7 +72,8 @@ def make_collator(processor, answer_prefix: str = ""):
             seqs.append(prompt_ids + answer_ids)
             labels.append([-100] * len(prompt_ids) + answer_ids)
             pixels.append(enc["pixel_values"][0])
-            extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask", "pixel_values")}
+            if "image_sizes" in enc:  # LLaVA-NeXT
+                sizes.append(enc["image_sizes"])
         width = max(len(s) for s in seqs)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         out = {
@@ -81,13 +82,8 @@ def make_collator(processor, answer_prefix: str = ""):
             "labels": torch.tensor([l + [-100] * (width - len(l)) for l in labels]),
             "pixel_values": torch.stack(pixels),
         }
-        if "image_sizes" in extra:  # LLaVA-NeXT
-            out["image_sizes"] = torch.cat(
-                [
-                    processor(images=[ex["image"]], text=[ex["prompt"]], return_tensors="pt")["image_sizes"]
-                    for ex in batch
-                ]
-            )
+        if sizes:
+            out["image_sizes"] = torch.cat(sizes)
         return out
 
     return collate
@@ -127,7 +123,9 @@ def trained_parameter_names(model) -> list[str]:
 def _discard_checkpoints_of_other_settings(job: dict) -> None:
     """Checkpoints resume only the same training: a changed recipe (lr, epochs, data, base…) starts afresh."""
     keys = sorted(k for k in job if k not in ("checkpoint_dir", "out_dir", "log_file", "workers", "device"))
-    fingerprint = hashlib.sha256(json.dumps({k: job[k] for k in keys}, sort_keys=True, default=str).encode()).hexdigest()
+    fingerprint = hashlib.sha256(
+        json.dumps({k: job[k] for k in keys}, sort_keys=True, default=str).encode()
+    ).hexdigest()
     folder, stamp = Path(job["checkpoint_dir"]), Path(job["checkpoint_dir"]) / "SETTINGS"
     if folder.is_dir() and (not stamp.is_file() or stamp.read_text() != fingerprint):
         if int(os.environ.get("LOCAL_RANK", "0")) == 0:

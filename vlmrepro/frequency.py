@@ -106,7 +106,8 @@ def combine(pretrain: dict[str, int], instruct: dict[str, int]) -> dict[str, int
 
 def per_class_accuracy(rows: list[dict], cut_at_hyphen: bool = False) -> dict[str, float]:
     """Substring-rule accuracy (0-1) per label string over the evaluated rows (§9.3 step 2). ``cut_at_hyphen``
-    reproduces quirk Q15 (upstream read fine-tuned labels as question_id.split("-")[1]: 'black-eyed susan' -> 'black')."""
+    reproduces quirk Q15 (upstream read fine-tuned labels as question_id.split("-")[1]: 'black-eyed susan' -> 'black').
+    """
     from .scoring import substring_correct
 
     hits: dict[str, list[bool]] = {}

@@ -17,7 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .evaluate import _base_record, _load_rgb
+from .datasets import first_indices
+from .evaluate import base_record, load_rgb
 from .prompts import render
 
 METHODS = ("continuation", "per_class")
@@ -50,10 +51,10 @@ def _pad_right(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Ten
 def continuation_logprobs(vlm, image, context: str, class_ids: list[list[int]], chunk: int) -> list[np.ndarray]:
     """Token log-probs of every class continuing ``context`` (with ``image``; text only when image is None)."""
     model = vlm.model
-    inputs = vlm.encode([image], [context]) if image is not None else vlm.tokenizer([context], return_tensors="pt")
-    inputs = inputs.to(vlm.device)
-    if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].to(vlm.dtype)
+    if image is not None:
+        inputs = vlm.encode([image], [context])
+    else:
+        inputs = vlm.tokenizer([context], return_tensors="pt").to(vlm.device)
     out = model(**inputs, use_cache=True)
     first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
     context_cache, context_mask = out.past_key_values, inputs["attention_mask"]
@@ -85,8 +86,7 @@ def per_class_logprobs(vlm, image, template: str, question: str, classes, class_
         names, ids = classes[start : start + chunk], class_ids[start : start + chunk]
         prompts = [render(template, question).replace("{label}", name) for name in names]
         if image is not None:
-            inputs = vlm.encode([image] * len(names), prompts).to(vlm.device)
-            inputs["pixel_values"] = inputs["pixel_values"].to(vlm.dtype)
+            inputs = vlm.encode([image] * len(names), prompts)
             logits = vlm.model(**inputs).logits
         else:  # text-only prior: the language model alone, without the image's query tokens
             inputs = vlm.tokenizer(prompts, padding=True, return_tensors="pt").to(vlm.device)
@@ -116,11 +116,9 @@ def run_loglik(
         raise ValueError(f"loglik method must be one of {METHODS}, got {method!r}")
     class_ids = class_token_ids(vlm.tokenizer, classes)
     offsets = np.cumsum([0] + [len(ids) for ids in class_ids])
-    first_index = {}
-    for i, name in enumerate(classes):
-        first_index.setdefault(name, i)
+    first_index = first_indices(classes)
     token_logprobs = np.full((len(queries), offsets[-1]), np.nan, dtype=np.float32)
-    records = [_base_record(q, revision) for q in queries]
+    records = [base_record(q, revision) for q in queries]
     context = render(template, question)
 
     def scores_for(image):
@@ -136,7 +134,7 @@ def run_loglik(
         if "skip" in query:
             records[i].update(status="skipped_image", reason=query["skip"])
             continue
-        token_logprobs[i] = np.concatenate(scores_for(_load_rgb(query["path"])))
+        token_logprobs[i] = np.concatenate(scores_for(load_rgb(query["path"])))
         records[i].update(status="ok", prompt=context)
         log(f"scored {i + 1}/{len(queries)} items")
     arrays = {

@@ -85,15 +85,15 @@ class VisionLanguageModel:
         return [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
 
     def encode(self, images, prompts: list[str]):
-        inputs = self.processor(images=images, text=prompts, padding=True, return_tensors="pt")
+        """Processor outputs on the model's device, pixels in the model's dtype."""
+        inputs = self.processor(images=images, text=prompts, padding=True, return_tensors="pt").to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         return inputs
 
     @torch.inference_mode()
     def generate(self, inputs, max_new_tokens: int) -> list[str]:
         """Full decoded sequences (prompt + generation, special tokens skipped), as upstream decodes them."""
-        inputs = inputs.to(self.device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
         return self.processor.batch_decode(output, skip_special_tokens=True)
 
