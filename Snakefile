@@ -28,6 +28,7 @@ wildcard_constraints:
 include: "rules/datasets.smk"
 include: "rules/models.smk"
 include: "rules/evaluate.smk"
+include: "rules/external.smk"
 include: "rules/frequency.smk"
 include: "rules/report.smk"
 

@@ -33,13 +33,19 @@ for _recipe, _ft in FINETUNES.items():
             "template": _ft["template"],
             "answer_marker": _ft["answer_marker"],
             "score_resplit": None,
+            "cot_template": _ft["cot_template"],
+            "mcq_strip_prefix": _ft["mcq_strip_prefix"],
             "gpus": min(MODELS[_ft["base"]]["gpus"], 1),
             "finetuned": {"recipe": _recipe, "dataset": _dataset},
         }
 
-VLM_MODELS = [k for k, m in MODELS.items() if m["family"] != "open_clip"]
+# weightless "models" of a table: naive baselines computed from the data, and proprietary models behind APIs
+BASELINE_MODELS = [k for k, m in MODELS.items() if m["family"] == "baseline"]
+API_MODELS = [k for k, m in MODELS.items() if m["family"] == "api"]
+VLM_MODELS = [k for k, m in MODELS.items() if m["family"] not in ("open_clip", "baseline", "api")]
 CLIP_MODELS = [k for k, m in MODELS.items() if m["family"] == "open_clip"]
 HUB_MODELS = [k for k, m in MODELS.items() if "hub" in m and k not in FINETUNED_MODELS]
+API = config["api"]
 TINY_MODELS = [k for k, m in MODELS.items() if "tiny" in m and k not in FINETUNED_MODELS]
 GENERATE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "generate"]
 CLIP_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "clip"]
@@ -49,6 +55,11 @@ PROBE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "probe"]
 FREQUENCY_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "frequency"]
 CORPORA = config["corpora"]
 SYNTHETIC_DATASETS = [k for k, d in DATASETS.items() if "synthetic" in d]
+MCQ_DATASETS = [k for k, d in DATASETS.items() if "mcq" in d]  # ImageWikiQA-style multiple-choice sets
+RESCORE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "rescore"]
+BENCHMARK_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "benchmark"]
+BENCHMARK_DATASETS = [k for k, d in DATASETS.items() if "benchmark" in d]  # evaluated by an external harness
+CLASSIFICATION_DATASETS = [k for k in DATASETS if k not in MCQ_DATASETS + BENCHMARK_DATASETS]
 BUILT_DATASETS = [k for k, d in DATASETS.items() if d.get("manifest", {}).get("build")]
 ARCHIVE_DATASETS = [k for k, d in DATASETS.items() if "archive" in d.get("images", {})]
 
@@ -58,6 +69,8 @@ ARCHIVE_DATASETS = [k for k, d in DATASETS.items() if "archive" in d.get("images
 
 def manifest_file(wildcards):
     ds = wildcards.dataset
+    if ds in MCQ_DATASETS:
+        return f"resources/built/{ds}/manifest.jsonl"
     if ds in SYNTHETIC_DATASETS:
         return f"resources/synthetic/{ds}/manifest.jsonl"
     if ds in BUILT_DATASETS:
@@ -67,6 +80,8 @@ def manifest_file(wildcards):
 
 def raw_classes_file(wildcards):
     ds = wildcards.dataset
+    if ds in MCQ_DATASETS:
+        return f"resources/built/{ds}/classes.json"
     if ds in SYNTHETIC_DATASETS:
         return f"resources/synthetic/{ds}/classes.json"
     return f"resources/upstream/{ds}/classes.json"
@@ -74,12 +89,27 @@ def raw_classes_file(wildcards):
 
 def upstream_source(wildcards):
     """url + checksum of resources/upstream/<dataset>/<file>."""
-    section = {"manifest.jsonl": "manifest", "classes.json": "classes"}[wildcards.file]
+    section = {
+        "manifest.jsonl": "manifest",
+        "classes.json": "classes",
+        "questions.jsonl": "mcq",
+        "synonyms.txt": "synonyms",
+    }[wildcards.file]
     entry = DATASETS[wildcards.dataset][section]
     return {"url": entry["url"], "checksum": entry["checksum"]}
 
 
+def mcq_questions_file(wildcards):
+    ds = wildcards.dataset
+    if "synthetic" in DATASETS[ds]["mcq"]:
+        return f"resources/synthetic/{ds}/questions.jsonl"
+    return f"resources/upstream/{ds}/questions.jsonl"
+
+
 def image_root(dataset):
+    if dataset in MCQ_DATASETS:  # images found by file name among another dataset's
+        mcq = DATASETS[dataset]["mcq"]
+        return os.path.join(image_root(mcq["images_from"]), mcq["images_subdir"])
     if dataset in SYNTHETIC_DATASETS:
         return f"resources/synthetic/{dataset}/images"
     if dataset in ARCHIVE_DATASETS:
@@ -88,18 +118,31 @@ def image_root(dataset):
 
 
 def image_prefix(dataset):
+    if dataset in MCQ_DATASETS:
+        return f"./{dataset}/"
     if dataset in SYNTHETIC_DATASETS:
         return f"./data/{dataset}/"
     return DATASETS[dataset]["images"]["prefix"]
 
 
-def image_inputs(wildcards):
+def image_inputs(wildcards, dataset=None):
     """Images made by a rule are inputs; a user directory is checked when the job runs (so planning works
     before the licence-gated images are in place)."""
-    ds = wildcards.dataset
+    ds = dataset or wildcards.dataset
+    if ds in MCQ_DATASETS:
+        return image_inputs(wildcards, DATASETS[ds]["mcq"]["images_from"])
     if ds in SYNTHETIC_DATASETS or ds in ARCHIVE_DATASETS:
         return [image_root(ds)]
     return []
+
+
+def on_bad_image(wildcards):
+    """Multiple-choice sets report rows whose image is missing by count (their images come from another set)."""
+    return "skip" if wildcards.dataset in MCQ_DATASETS else config["on_bad_image"]
+
+
+def planned_split_of(dataset):
+    return f"results/data/{dataset}/{DATASETS[dataset]['eval_split']}.jsonl"
 
 
 def planned_split_file(wildcards):
@@ -121,22 +164,40 @@ def model_revision_param(model):
 def finetune_params(recipe, dataset):
     ft = FINETUNES[recipe]
     keys = ("trainable", "prompt", "answer", "answer_prefix", "lr", "projector_lr", "global_batch")
-    keys += ("per_device_batch", "warmup_ratio", "seed", "dtype", "gradient_checkpointing")
+    keys += ("per_device_batch", "warmup_ratio", "seed", "dtype", "gradient_checkpointing", "save_steps")
     return {
         **{k: ft[k] for k in keys},
         "base": model_revision_param(ft["base"]),
         "lora": ft["lora"] if ft["trainable"] == "projector+lora" else None,
         "epochs": ft["epochs_by_dataset"].get(dataset, ft["epochs"]),
+        "data": ft.get("mix") or ft.get("captions") or "classification",
         "protocol": versions.FINETUNE,
     }
 
 
 def finetune_inputs(wildcards):
+    """Training data: the planned classification items, an instruction mix built from them, or captions of the
+    training images written by a captioning model (API or local)."""
+    entry = FINETUNED_MODELS[wildcards.model]
+    recipe = FINETUNES[entry["recipe"]]
+    inputs = {"base": f"models/{recipe['base']}"}
+    if "mix" in recipe:
+        inputs["mix"] = f"results/finetune/{wildcards.model}/mix.jsonl"
+    elif "captions" in recipe:
+        captions = recipe["captions"]
+        inputs["queries"] = f"results/queries/{entry['dataset']}/{captions['setting']}.jsonl"
+        inputs["captions"] = f"results/outputs/{captions['model']}/{entry['dataset']}/{captions['setting']}.jsonl"
+    else:
+        inputs["queries"] = f"results/queries/{entry['dataset']}/{recipe['train_setting']}.jsonl"
+    return inputs
+
+
+def instruction_mix_inputs(wildcards):
     entry = FINETUNED_MODELS[wildcards.model]
     recipe = FINETUNES[entry["recipe"]]
     return {
-        "base": f"models/{recipe['base']}",
         "queries": f"results/queries/{entry['dataset']}/{recipe['train_setting']}.jsonl",
+        "corpus": f"resources/corpora/{recipe['mix']['corpus']}.json",
     }
 
 
@@ -149,6 +210,7 @@ def query_params(wildcards):
         "order": s["order"],
         "limit": s["limit"],
         "shuffle": s["shuffle"],
+        "question_from": s["question_from"],
         "protocol": versions.QUERIES,
     }
 
@@ -257,6 +319,48 @@ def cut_finetuned_labels(wildcards):
     return setting["label_parse"] == "upstream_finetuned" and DATASETS[wildcards.dataset]["paper_key"] != "imagenet"
 
 
+def api_params(wildcards):
+    m, s = MODELS[wildcards.model], SETTINGS[wildcards.setting]
+    return {
+        **m["api"],
+        "template": m["cot_template"] if s["chain_of_thought"] else m["template"],
+        "concurrency": API["concurrency"],
+        "max_attempts": API["max_attempts"],
+        "calls_per_item": API["calls_per_item"],
+        "data_limit": API["data_limit"],
+        "protocol": versions.API,
+    }
+
+
+def benchmark_params(wildcards):
+    m, bench = MODELS[wildcards.model], DATASETS[wildcards.dataset]["benchmark"]
+    return {
+        **bench,
+        **SETTINGS[wildcards.setting]["harness"],
+        "family": m["family"],
+        "source": model_revision_param(wildcards.model),
+        "dtype": m["dtype"],
+        "protocol": versions.BENCHMARK,
+    }
+
+
+def mcq_params(wildcards):
+    """Multiple-choice parsing: the evaluation RNG seed and the assistant prefix that upstream's response lacked."""
+    s = SETTINGS[wildcards.setting]
+    if s["scoring"] != "mcq":
+        return None
+    return {"seed": s["mcq_seed"], "strip_prefix": MODELS[wildcards.model].get("mcq_strip_prefix")}
+
+
+def synonyms_file(wildcards):
+    entry = DATASETS[wildcards.dataset].get("synonyms")
+    if not entry:
+        raise ValueError(f"setting {wildcards.setting!r} needs datasets.{wildcards.dataset}.synonyms in the config")
+    if entry.get("synthetic"):
+        return f"resources/synthetic/{wildcards.dataset}/synonyms.txt"
+    return f"resources/upstream/{wildcards.dataset}/synonyms.txt"
+
+
 def model_gpus(wildcards):
     return MODELS[wildcards.model]["gpus"]
 
@@ -264,6 +368,14 @@ def model_gpus(wildcards):
 # --- tables ---------------------------------------------------------------------------------------------------
 
 TABLES = config["tables"]
+
+
+def needs_api(model):
+    """An API model, or a model fine-tuned on captions an API model wrote."""
+    if MODELS[model]["family"] == "api":
+        return True
+    recipe = FINETUNES.get(FINETUNED_MODELS.get(model, {}).get("recipe"), {})
+    return "captions" in recipe and needs_api(recipe["captions"]["model"])
 
 
 def _excluded(rules, cell):
@@ -292,6 +404,8 @@ def table_cells(table):
                     }
                     if _excluded(spec["exclude"], cell):
                         cell["not_run"] = f"not run: excluded in tables.{table}.exclude"
+                    elif not API["enabled"] and needs_api(key):
+                        cell["not_run"] = "not run: API models are switched off (api.enabled: false)"
                     cells.append(cell)
     return cells
 

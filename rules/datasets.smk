@@ -5,6 +5,9 @@
 # Downloads run where the network is (the submitting node); the in-process bookkeeping rules run there too.
 localrules:
     download_upstream_file,
+    make_synthetic_questions,
+    build_mcq_manifest,
+    make_synthetic_synonyms,
     download_images,
     prepare_classes,
     plan_queries,
@@ -16,7 +19,7 @@ rule download_upstream_file:
     log:
         "logs/download_upstream_file/{dataset}/{file}.log",
     wildcard_constraints:
-        file="manifest.jsonl|classes.json",
+        file="manifest.jsonl|classes.json|questions.jsonl|synonyms.txt",
     conda:
         "../envs/data.yaml"
     params:
@@ -71,9 +74,61 @@ rule make_synthetic_dataset:
     conda:
         "../envs/data.yaml"
     params:
+        generator=versions.SYNTHETIC_DATA,
         spec=lambda wc: DATASETS[wc.dataset]["synthetic"],
     script:
         "../scripts/make_synthetic_dataset.py"
+
+
+rule make_synthetic_questions:
+    input:
+        rows=lambda wc: planned_split_of(DATASETS[wc.dataset]["mcq"]["images_from"]),
+        classes=lambda wc: f"results/data/{DATASETS[wc.dataset]['mcq']['images_from']}/classes.json",
+    output:
+        "resources/synthetic/{dataset}/questions.jsonl",
+    log:
+        "logs/make_synthetic_questions/{dataset}.log",
+    wildcard_constraints:
+        dataset=one_of(k for k in MCQ_DATASETS if "synthetic" in DATASETS[k]["mcq"]),
+    params:
+        generator=versions.SYNTHETIC_DATA,
+        spec=lambda wc: DATASETS[wc.dataset]["mcq"]["synthetic"],
+    run:
+        jobs.make_synthetic_questions(input, output, params, log)
+
+
+rule build_mcq_manifest:
+    input:
+        questions=mcq_questions_file,
+        images=image_inputs,
+    output:
+        manifest="resources/built/{dataset}/manifest.jsonl",
+        classes="resources/built/{dataset}/classes.json",
+        report="resources/built/{dataset}/images.report.json",
+    log:
+        "logs/build_mcq_manifest/{dataset}.log",
+    wildcard_constraints:
+        dataset=one_of(MCQ_DATASETS),
+    params:
+        image_dir=lambda wc: image_root(wc.dataset),
+        prefix=lambda wc: image_prefix(wc.dataset),
+    run:
+        jobs.build_mcq_manifest(input, output, params, log)
+
+
+rule make_synthetic_synonyms:
+    input:
+        "results/data/{dataset}/classes.json",
+    output:
+        "resources/synthetic/{dataset}/synonyms.txt",
+    log:
+        "logs/make_synthetic_synonyms/{dataset}.log",
+    wildcard_constraints:
+        dataset=one_of(k for k, d in DATASETS.items() if d.get("synonyms", {}).get("synthetic")),
+    params:
+        generator=versions.SYNTHETIC_DATA,
+    run:
+        jobs.make_synthetic_synonyms(input, output, log)
 
 
 rule prepare_classes:
@@ -103,7 +158,7 @@ rule prepare_split:
     params:
         prefix=lambda wc: image_prefix(wc.dataset),
         image_root=lambda wc: image_root(wc.dataset),
-        on_bad_image=config["on_bad_image"],
+        on_bad_image=on_bad_image,
     script:
         "../scripts/prepare_split.py"
 

@@ -4,6 +4,8 @@
 localrules:
     score,
     score_loglik,
+    score_baseline,
+    rescore_synonyms,
 
 
 rule generate:
@@ -99,13 +101,52 @@ rule score:
     log:
         "logs/score/{model}/{dataset}/{setting}.log",
     wildcard_constraints:
+        model=one_of(VLM_MODELS + CLIP_MODELS + API_MODELS),
         setting=one_of(GENERATE_SETTINGS + CLIP_SETTINGS),
     params:
         resplit=lambda wc: MODELS[wc.model]["score_resplit"],
         rule=lambda wc: SETTINGS[wc.setting]["scoring"],
+        mcq=mcq_params,
         protocol=versions.SCORING,
     run:
         jobs.score(input, output, params, log)
+
+
+rule score_baseline:
+    input:
+        lambda wc: planned_split_of(wc.dataset),
+    output:
+        "results/scores/{model}/{dataset}/{setting}.json",
+    log:
+        "logs/score_baseline/{model}/{dataset}/{setting}.log",
+    wildcard_constraints:
+        model=one_of(BASELINE_MODELS),
+        dataset=one_of(MCQ_DATASETS),
+    params:
+        baseline=lambda wc: MODELS[wc.model]["baseline"],
+        protocol=versions.SCORING,
+    run:
+        jobs.score_baseline(input, output, params, log)
+
+
+rule rescore_synonyms:
+    input:
+        outputs=lambda wc: f"results/outputs/{wc.model}/{wc.dataset}/{SETTINGS[wc.setting]['source']}.jsonl",
+        queries=lambda wc: f"results/queries/{wc.dataset}/{SETTINGS[wc.setting]['source']}.jsonl",
+        classes="results/data/{dataset}/classes.json",
+        synonyms=synonyms_file,
+    output:
+        "results/scores/{model}/{dataset}/{setting}.json",
+    log:
+        "logs/rescore_synonyms/{model}/{dataset}/{setting}.log",
+    wildcard_constraints:
+        setting=one_of(RESCORE_SETTINGS),
+    params:
+        resplit=lambda wc: MODELS[wc.model]["score_resplit"],
+        include_class_name=lambda wc: SETTINGS[wc.setting]["include_class_name"],
+        protocol=versions.SCORING,
+    run:
+        jobs.rescore_synonyms(input, output, params, log)
 
 
 rule extract_features:

@@ -22,7 +22,7 @@ rule download_corpus:
 
 rule make_synthetic_corpus:
     input:
-        classes=lambda wc: expand("results/data/{dataset}/classes.json", dataset=DATASETS),
+        classes=expand("results/data/{dataset}/classes.json", dataset=CLASSIFICATION_DATASETS),
     output:
         "resources/corpora/{corpus}.json",
     log:
@@ -32,6 +32,7 @@ rule make_synthetic_corpus:
     conda:
         "../envs/data.yaml"
     params:
+        generator=versions.SYNTHETIC_DATA,
         spec=lambda wc: CORPORA[wc.corpus]["synthetic"],
     script:
         "../scripts/make_synthetic_corpus.py"

@@ -59,3 +59,22 @@ rule finetune:
         device=config["device"],
     script:
         "../scripts/finetune.py"
+
+
+rule build_instruction_mix:
+    input:
+        unpack(instruction_mix_inputs),
+    output:
+        mix="results/finetune/{model}/mix.jsonl",
+        report="results/finetune/{model}/mix.report.json",
+    log:
+        "logs/build_instruction_mix/{model}.log",
+    wildcard_constraints:
+        model=one_of(k for k, e in FINETUNED_MODELS.items() if "mix" in FINETUNES[e["recipe"]]),
+    conda:
+        "../envs/data.yaml"
+    params:
+        mix=lambda wc: FINETUNES[FINETUNED_MODELS[wc.model]["recipe"]]["mix"],
+        prompt=lambda wc: FINETUNES[FINETUNED_MODELS[wc.model]["recipe"]]["prompt"],
+    script:
+        "../scripts/build_instruction_mix.py"

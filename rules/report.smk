@@ -4,6 +4,7 @@
 localrules:
     build_table,
     render_notebook,
+    render_summary,
     report_index,
 
 
@@ -17,6 +18,7 @@ rule build_table:
     params:
         cells=lambda wc: table_cells(wc.table),
         paper_table=lambda wc: TABLES[wc.table]["paper_table"],
+        not_reproduced=lambda wc: TABLES[wc.table]["not_reproduced"],
     run:
         jobs.build_table(input, output, params, log)
 
@@ -47,10 +49,31 @@ rule render_notebook:
         "&& jupyter nbconvert --to html --no-input {output.notebook} --output-dir results/report) > {log} 2>&1"
 
 
+rule render_summary:
+    input:
+        notebook=os.path.join(workflow.basedir, "notebooks", "summary.ipynb"),
+        tables=expand("results/tables/{table}.csv", table=TABLES),
+    output:
+        notebook="results/report/summary.ipynb",
+        html=report("results/report/summary.html", category="Index", labels={"page": "summary"}),
+    log:
+        "logs/render_summary.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        kernel=config["report"]["kernel"],
+        package=lambda wc: workflow.basedir,  # the notebook imports vlmrepro, also from a conda env
+    shell:
+        "(PYTHONPATH={params.package} papermill {input.notebook} {output.notebook} -k {params.kernel} --cwd . "
+        "-p tables_dir results/tables "
+        "&& jupyter nbconvert --to html --no-input {output.notebook} --output-dir results/report) > {log} 2>&1"
+
+
 rule report_index:
     input:
         tables=expand("results/tables/{table}.csv", table=TABLES),
         pages=expand("results/report/{table}.html", table=TABLES),
+        summary="results/report/summary.html",
     output:
         report("results/report/index.html", category="Index", labels={"page": "index"}),
     log:

@@ -11,8 +11,21 @@ from vlmrepro.smk import job_logging
 
 with job_logging(snakemake):
     params = snakemake.params.job
-    answer = blip_caption_label if params["answer"] == "blip_caption" else (lambda label: label)
-    examples = [{"path": q["path"], "answer": answer(q["label"])} for q in read_jsonl(snakemake.input.queries)]
+    if "mix" in snakemake.input.keys():  # an instruction mix built by its own rule
+        examples = read_jsonl(snakemake.input.mix)
+    elif "captions" in snakemake.input.keys():  # one caption per training image, written by a captioning model
+        rows = read_jsonl(snakemake.input.captions)
+        paths = {q["item"]: q["path"] for q in read_jsonl(snakemake.input.queries)}
+        examples = [
+            {"path": paths[r["item"]], "segments": [[params["prompt"], r["pred"]]]} for r in rows if r["status"] == "ok"
+        ]
+        print(f"{len(examples)} captions ({len(rows) - len(examples)} training images without one)")
+    else:
+        answer = blip_caption_label if params["answer"] == "blip_caption" else (lambda label: label)
+        examples = [
+            {"path": q["path"], "segments": [[params["prompt"], answer(q["label"])]]}
+            for q in read_jsonl(snakemake.input.queries)
+        ]
     job = {
         **params,
         "family": snakemake.params.family,

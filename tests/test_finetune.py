@@ -25,7 +25,7 @@ def examples(tmp_path_factory):
         colour = (230, 20, 20) if i % 2 else (20, 20, 230)
         path = folder / f"{i}.png"
         Image.fromarray(np.full((32, 32, 3), colour, dtype=np.uint8)).save(path)
-        out.append({"path": str(path), "answer": label})
+        out.append({"path": str(path), "segments": [[PROMPT, label]]})
     return out
 
 
@@ -62,7 +62,7 @@ def test_lora_trains_projector_and_language_model_linears_only(tiny_models, exam
 
 
 def test_qformer_recipe_trains_only_the_qformer_side(tiny_models, examples, tmp_path):
-    captions = [dict(e, answer=blip_caption_label(e["answer"])) for e in examples]
+    captions = [dict(e, segments=[["a photo of", blip_caption_label(e["segments"][0][1])]]) for e in examples]
     run(job(tmp_path, tiny_models / "blip2", "blip2", "qformer", captions, prompt="a photo of", answer_prefix=" "))
     changed = changed_tensors(tiny_models / "blip2", tmp_path / "out")
     assert changed and all(("qformer" in k or "query_tokens" in k or "language_projection" in k) for k in changed)
@@ -125,3 +125,42 @@ def test_gradient_checkpointing_trains_the_same_parts(tiny_models, examples, tmp
     log = run(job(tmp_path, tiny_models / "llava", "llava", "projector", examples, epochs=2, gradient_checkpointing=True))
     assert log["losses"][-1]["loss"] < log["losses"][0]["loss"]
     assert all("multi_modal_projector" in k for k in changed_tensors(tiny_models / "llava", tmp_path / "out"))
+
+
+def test_instruction_mix_trains_on_multi_turn_and_text_only_examples(tiny_models, examples, tmp_path):
+    """The ImageNet + LLaVA mix: image and text-only conversations in one batch; loss only on the answers."""
+    from transformers import AutoProcessor
+
+    from vlmrepro.finetune import Conversations, make_collator
+    from vlmrepro.instruction_mix import conversation_segments
+
+    turns = [
+        {"from": "human", "value": "What is two plus two?"},
+        {"from": "gpt", "value": "four"},
+        {"from": "human", "value": "And three plus three?"},
+        {"from": "gpt", "value": "six"},
+    ]
+    text_only = {"path": None, "segments": conversation_segments(turns, "A chat.")}
+    assert text_only["segments"][0][0] == "A chat. USER: What is two plus two? ASSISTANT:"
+    assert text_only["segments"][1][0] == "USER: And three plus three? ASSISTANT:"
+    mix = [e for pair in zip(examples, [text_only] * len(examples)) for e in pair]
+    processor = AutoProcessor.from_pretrained(tiny_models / "llava")
+    batch = make_collator(processor)([Conversations(mix)[0], Conversations(mix)[1]])
+    assert batch["pixel_values"].shape[0] == 1  # only the image example brings pixels
+    tok = processor.tokenizer
+    answer_ids = batch["labels"][1][batch["labels"][1] != -100].tolist()
+    assert tok.decode(answer_ids, skip_special_tokens=True).split() == ["four", "six"]
+    log = run(job(tmp_path, tiny_models / "llava", "llava", "projector", mix, epochs=2))
+    assert not log["diverged"] and len(log["losses"]) == 2 * len(mix) // 8
+    # a batch of text-only records never reaches the projector: it must still train (zero gradient), not fail
+    log = run(job(tmp_path / "text", tiny_models / "llava", "llava", "projector", [text_only] * 8, epochs=1))
+    assert len(log["losses"]) == 1
+
+
+def test_save_steps_checkpoints_within_an_epoch(tiny_models, examples, tmp_path):
+    """The one-epoch mix run checkpoints every save_steps optimiser steps, so a killed job resumes mid-epoch."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    log = run(job(tmp_path, tiny_models / "llava", "llava", "projector", examples, epochs=1, save_steps=1))
+    assert len(log["losses"]) == 2
+    assert get_last_checkpoint(str(tmp_path / "ckpt")).endswith("checkpoint-2")

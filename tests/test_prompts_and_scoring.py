@@ -39,8 +39,44 @@ def test_golden_prompts_of_paper_config(model):
 
 def test_every_vlm_of_table1_has_a_golden_prompt():
     models = {m for group in CONFIG["tables"]["table1"]["groups"] for m in group["models"]}
-    vlms = [m for m in models if CONFIG["models"][m]["family"] != "open_clip"]
+    vlms = [m for m in models if CONFIG["models"][m]["family"] not in ("open_clip", "api")]
     assert sorted(vlms) == sorted(GOLDEN)
+
+
+WIKIQA = "Which position is particularly important for this object?\nA. a\nB. b\nC. c\nD. d\nChoose A, B, C, or D."
+VICUNA_USER = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
+    "and polite answers to the user's questions."
+)
+VICUNA_HUMAN = VICUNA_USER.replace("curious user", "curious human").replace("the user's", "the human's")
+# PROTOCOL §4.9 (Hugging Face and API models) and §4.7 (fine-tuned LLaVA through model_vqa, quirk Q17)
+WIKIQA_GOLDEN = {
+    "llava-1.5-7b": f"USER: <image>\n{WIKIQA}\nASSISTANT: Let's think step by step.",
+    "llava-1.5-13b": f"USER: <image>\n{WIKIQA}\nASSISTANT: Let's think step by step.",
+    "llava-next-vicuna-7b": f"{VICUNA_HUMAN} USER: <image>\n{WIKIQA} ASSISTANT: Let's think step by step.",
+    "llava-next-mistral-7b": f"[INST] <image>\n{WIKIQA}[/INST] Let's think step by step.",
+    "blip2-opt-2.7b": f"Question: {WIKIQA} Let's think step by step. Answer:",
+    "instructblip-vicuna-7b": f"Question: {WIKIQA} Let's think step by step. Answer:",
+    "instructblip-vicuna-13b": f"Question: {WIKIQA} Let's think step by step. Answer:",
+    "gpt-4-turbo": f"{WIKIQA} Let's think step by step.",
+    "claude-3-opus": f"{WIKIQA} Let's think step by step.",
+    "gemini-pro-vision": f"{WIKIQA} Let's think step by step.",
+    "llava-proj": f"{VICUNA_USER} USER: <image>\n{WIKIQA} ASSISTANT:ASSISTANT: Let's think step by step. ",
+    "llava-mix": f"{VICUNA_USER} USER: <image>\n{WIKIQA} ASSISTANT:ASSISTANT: Let's think step by step. ",
+}
+
+
+@pytest.mark.parametrize("model", sorted(WIKIQA_GOLDEN))
+def test_imagewikiqa_prompts_are_verbatim(model):
+    entry = CONFIG["finetunes"].get(model) or CONFIG["models"][model]
+    assert CONFIG["settings"]["imagewikiqa"]["chain_of_thought"]
+    assert render(entry["cot_template"], WIKIQA) == WIKIQA_GOLDEN[model]
+
+
+def test_every_imagewikiqa_model_has_a_golden_prompt():
+    models = {m for group in CONFIG["tables"]["table5"]["groups"] for m in group["models"]}
+    models = {m.removesuffix("-imagenet") for m in models if CONFIG["models"].get(m, {}).get("family") != "baseline"}
+    assert models == set(WIKIQA_GOLDEN)
 
 
 def test_clip_text_prompt():

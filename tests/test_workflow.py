@@ -31,21 +31,39 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     # Table 1: 7 VLMs x (4 open-world + 3 closed-world; ImageNet closed-world is N/A in the paper) = 49
     # Table 2: 2 VLMs x (3 more wordings x 4 datasets + fixed order and CoT x 3 datasets) = 36
     # Table 9: 2 VLMs x 4 K x 4 datasets = 32
-    assert jobs["generate"] == 49 + 36 + 32 + 11  # + the fine-tuned models' evaluations
+    # Table 5: 7 VLMs + LLaVA w/ GT class + 2 fine-tuned; Table 4: 3 caption-tuned models
+    assert jobs["generate"] == 49 + 36 + 32 + 11 + 10 + 3 + 1  # + the fine-tuned models' evaluations (+ §4.3)
     # Table 1: 2 CLIPs x 4 datasets; Table 9: CLIP-L x 4 K x 4 datasets
     assert jobs["clip_zero_shot"] == 8 + 16
     assert jobs["download_model"] == 9
     assert jobs["build_imagenet_manifest"] == 1
     assert jobs["loglik"] == 8 and jobs["extract_features"] == 16 + 1 and jobs["probe"] == 34  # + Table 10 positions
     assert jobs["download_corpus"] == 2 and jobs["correlate_frequency"] == 8 + 4 + 4
-    assert jobs["build_table"] == 6 and jobs["render_notebook"] == 6  # Tables 1, 2, 3, 9, 10, 11
-    # Table 3 right: projector (4 datasets), LoRA (3; ImageNet diverged in the paper), Q-Former (4)
-    assert jobs["finetune"] == 4 + 3 + 4
+    # Tables 1, 2, 3, 9, 10, 11 and 12, 4, 5, 8, 13, the §4.3 text numbers; then the summary page
+    assert jobs["build_table"] == 12 and jobs["render_notebook"] == 12 and jobs["render_summary"] == 1
+    # Table 3 right: projector (4 datasets), LoRA (3; ImageNet diverged in the paper), Q-Former (4);
+    # §4.3 ImageNet + LLaVA mix (1); Table 4 captions (3)
+    assert jobs["finetune"] == 4 + 3 + 4 + 1 + 3 and jobs["build_instruction_mix"] == 1
+    # API models: Table 1 (3 x 4 x 2) + Table 12 GPT-4 fixed order and CoT (2 x 4) + Table 5 (3) + captions (3)
+    assert jobs["api_generate"] == 24 + 8 + 3 + 3
+    # Table 8: 10 models rescored; Table 5: ImageWikiQA from the pinned file + 2 naive baselines; Table 13
+    assert jobs["rescore_synonyms"] == 10 and jobs["build_mcq_manifest"] == 1 and jobs["score_baseline"] == 2
+    assert jobs["lmms_eval"] == 2 * 4
+    assert jobs["download_upstream_file"] == 3 * 2 + 1 + 2  # manifests + class lists, ImageWikiQA, synonyms
+
+
+def test_paper_without_api_models_plans_no_api_job(tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["api"]["enabled"] = False
+    proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=tmp_path)
+    jobs = planned_jobs(proc.stdout)
+    assert "api_generate" not in jobs
+    assert jobs["finetune"] == 4 + 3 + 4 + 1  # the caption recipe needs GPT-4 captions: not run either
 
 
 def test_slurm_profile_plans_gpu_jobs(tmp_path):
     proc = snakemake("--profile", str(REPO / "profiles" / "slurm"), "-n", workdir=tmp_path)
-    assert planned_jobs(proc.stdout)["generate"] == 128
+    assert planned_jobs(proc.stdout)["generate"] == 142
     finetune_block = re.search(r"rule finetune:\n(.*?)\n\n", proc.stdout, re.S)[1]
     assert "gpu=4" in finetune_block
     generate_block = re.search(r"rule generate:\n(.*?)\n\n", proc.stdout, re.S)[1]
@@ -136,10 +154,12 @@ def test_demo_dry_run_plans_the_whole_dag(tmp_path):
     proc = snakemake("-n", "--configfile", str(REPO / "demo" / "config.yaml"), workdir=tmp_path)
     jobs = planned_jobs(proc.stdout)
     # Table 1: 4 VLMs x 2 datasets x 2; Table 2: 2 VLMs x 1 dataset x 5 more settings; Table 9: 2 VLMs x 4 K
-    assert jobs["generate"] == 16 + 10 + 8 + 3 and jobs["clip_zero_shot"] == 2 + 4 and jobs["build_tiny_model"] == 5
-    assert jobs["finetune"] == 3
+    # + Table 5: 4 VLMs, w/ GT class, 2 fine-tuned; Table 4: captions of the training images and their evaluation
+    assert jobs["generate"] == 16 + 10 + 8 + 3 + 7 + 2 + 1  # + the mix model on its classification set
+    assert jobs["clip_zero_shot"] == 2 + 4 and jobs["build_tiny_model"] == 5
+    assert jobs["finetune"] == 3 + 3 and jobs["build_instruction_mix"] == 1 and jobs["make_synthetic_questions"] == 1
     assert jobs["loglik"] == 2 and jobs["extract_features"] == 3 and jobs["probe"] == 12
-    assert jobs["correlate_frequency"] == 6 and jobs["build_table"] == 6
+    assert jobs["correlate_frequency"] == 6 and jobs["build_table"] == 10 and jobs["rescore_synonyms"] == 4
     assert "download_model" not in jobs and "download_upstream_file" not in jobs  # nothing of config.yaml leaks in
 
 
@@ -160,9 +180,12 @@ def test_demo_report_holds_table1(demo_run):
         ("table9", ["Figure 2", "Figure 4"]),
         ("table10", ["probe position -1 (Last)"]),
         ("table11", ["Figure 3", "spearman_r"]),
+        ("table5", ["ImageWikiQA", "random fallbacks", "Naive Baselines: w/ GT Class", "by construction"]),
+        ("table8", ["with synonyms", "without synonyms"]),
+        ("table4", ["Fine-tuned: Captioning Data", "Zero-shot (no fine-tuning)"]),
     ],
 )
-def test_demo_renders_every_section3_page(demo_run, table, expected):
+def test_demo_renders_every_table_page(demo_run, table, expected):
     import pandas as pd
 
     frame = pd.read_csv(demo_run / f"results/tables/{table}.csv")
@@ -170,6 +193,35 @@ def test_demo_renders_every_section3_page(demo_run, table, expected):
     html = (demo_run / f"results/report/{table}.html").read_text()
     assert all(text in html for text in expected)
     assert f"{table}.html" in (demo_run / "results/report/index.html").read_text()
+
+
+def test_demo_imagewikiqa_runs_every_model_and_the_baselines(demo_run):
+    import pandas as pd
+
+    table = pd.read_csv(demo_run / "results/tables/table5.csv", keep_default_na=False, na_values={"ours": [""]})
+    computed = table[table.model != ""]
+    assert computed["ours"].notna().all() and (computed["n_evaluated"] == computed["n_items"]).all()
+    baseline = json.loads((demo_run / "results/scores/max-frequency/wikiqa/imagewikiqa.json").read_text())
+    rows = [json.loads(line) for line in (demo_run / "resources/built/wikiqa/manifest.jsonl").open()]
+    top = max(sum(r["label"] == x for r in rows) for x in "ABCD")
+    assert baseline["accuracy"] == pytest.approx(100 * top / len(rows))
+    assert json.loads((demo_run / "resources/built/wikiqa/images.report.json").read_text())["n_missing_images"] == 0
+    gt = [json.loads(line) for line in (demo_run / "results/queries/wikiqa/imagewikiqa_gt_class.jsonl").open()]
+    assert all(rows[q["row"]]["classname"] in q["question"].split("\n")[0] for q in gt)  # the object is named
+    score = json.loads((demo_run / "results/scores/tiny-llava-proj-shapes36/wikiqa/imagewikiqa.json").read_text())
+    assert "n_random_fallback" in score
+    prompt = json.loads((demo_run / "results/outputs/tiny-llava-proj-shapes36/wikiqa/imagewikiqa.jsonl").open().readline())["prompt"]
+    assert prompt.endswith("ASSISTANT:ASSISTANT: Let's think step by step. ")  # quirk Q17
+    mix = json.loads((demo_run / "results/finetune/tiny-llava-mix-shapes36/mix.report.json").read_text())
+    assert mix["n_classification"] == 72 and mix["n_text_only"] == mix["n_corpus"] > 0
+
+
+def test_demo_summary_lists_every_paper_table_and_what_is_missing(demo_run):
+    html = (demo_run / "results/report/summary.html").read_text()
+    for table in ("Table 1", "Table 5", "Table 7", "Table 8", "Table 13"):
+        assert table in html
+    assert "no cell of ours is configured for it" in html and "by construction" in html
+    assert "summary.html" in (demo_run / "results/report/index.html").read_text()
 
 
 def test_demo_overflowing_closed_world_is_na_like_the_paper(demo_run):
@@ -193,14 +245,17 @@ def test_editing_one_models_prompt_reruns_only_its_jobs(demo_run, tmp_path):
     proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=demo_run)
     jobs = planned_jobs(proc.stdout)
     # every tiny-llava generation made with that template (chain-of-thought uses cot_template, probabilistic
-    # inference its loglik template), its features and what is computed from them; no other model's jobs
-    expected = [p for p in (demo_run / "results/outputs/tiny-llava").glob("*/*.meta.json") if "cot" not in p.name
-                and "prob_inference" not in p.name]
-    assert jobs["generate"] == jobs["score"] == len(expected)
+    # inference its loglik template), its features and what is computed from them, and the model fine-tuned on its
+    # captions (Table 4); no other model's jobs
+    template = DEMO_CONFIG["models"]["tiny-llava"]["template"]
+    metas = (demo_run / "results/outputs/tiny-llava").glob("*/*.meta.json")
+    expected = [p for p in metas if json.loads(p.read_text()).get("template") == template]
+    assert jobs["generate"] == len(expected) + 1 and jobs["finetune"] == 1
     assert jobs["extract_features"] == 1 and "loglik" not in jobs and "build_tiny_model" not in jobs
     assert not {"clip_zero_shot", "plan_queries", "prepare_split"} & jobs.keys()
-    for rule in ("generate", "extract_features", "probe", "correlate_frequency"):
-        assert all(w.startswith("model=tiny-llava,") or "model=tiny-llava," in w for w in planned_wildcards(proc.stdout, rule))
+    for rule in ("generate", "extract_features", "probe", "correlate_frequency", "finetune"):
+        for wildcards in planned_wildcards(proc.stdout, rule):
+            assert re.match(r"model=tiny-llava(-caption-shapes12)?(,|$)", wildcards), wildcards
 
 
 def test_comment_edit_reruns_nothing(demo_run, tmp_path):

@@ -4,6 +4,7 @@ Each error names the key at fault."""
 from __future__ import annotations
 
 CLIP_FAMILIES = ("open_clip",)  # families scored as image-text embedding models
+WEIGHTLESS_FAMILIES = ("api", "baseline")  # no hub snapshot or tiny build
 
 
 class ConfigError(ValueError):
@@ -14,7 +15,17 @@ def check_config(config: dict) -> None:
     errors = []
     for key, ds in config.get("datasets", {}).items():
         where = f"datasets.{key}"
-        if "synthetic" in ds:
+        synonyms = ds.get("synonyms")
+        if synonyms is not None and bool(synonyms.get("synthetic")) == ("url" in synonyms):
+            errors.append(f"{where}.synonyms needs a url, or synthetic: true")
+        if "synthetic" in ds or "benchmark" in ds:
+            continue
+        if "mcq" in ds:
+            mcq = ds["mcq"]
+            if mcq["images_from"] not in config.get("datasets", {}):
+                errors.append(f"{where}.mcq.images_from: unknown dataset {mcq['images_from']!r}")
+            if ("synthetic" in mcq) == bool({"url", "checksum"} & mcq.keys()):
+                errors.append(f"{where}.mcq needs url + checksum, or synthetic")
             continue
         manifest, classes, images = ds.get("manifest", {}), ds.get("classes", {}), ds.get("images", {})
         if not ("build" in manifest or {"url", "checksum"} <= manifest.keys()):
@@ -27,6 +38,16 @@ def check_config(config: dict) -> None:
             errors.append(f"{where}.images.directory is required to build the ImageNet manifest")
     for key, model in config.get("models", {}).items():
         where = f"models.{key}"
+        if model["family"] == "api":
+            if "api" not in model:
+                errors.append(f"{where}.api (provider, model) is required for family api")
+            if "{question}" not in model.get("template", ""):
+                errors.append(f"{where}.template must contain {{question}}")
+            continue
+        if model["family"] == "baseline":
+            if "baseline" not in model:
+                errors.append(f"{where}.baseline (random or max_frequency) is required for family baseline")
+            continue
         if ("hub" in model) == ("tiny" in model):
             errors.append(f"{where} needs exactly one of hub or tiny")
         if model["family"] not in CLIP_FAMILIES:
@@ -49,7 +70,17 @@ def check_config(config: dict) -> None:
         for dataset in recipe.get("datasets", []):
             if dataset not in datasets:
                 errors.append(f"{where}.datasets: unknown dataset {dataset!r}")
-        models[key] = models[recipe["base"]]  # a recipe stands for its fine-tuned models in tables
+        if recipe.get("mix") and recipe["mix"]["corpus"] not in config.get("corpora", {}):
+            errors.append(f"{where}.mix.corpus: unknown corpus {recipe['mix']['corpus']!r}")
+        captions = recipe.get("captions")
+        if captions and captions["model"] not in models:
+            errors.append(f"{where}.captions.model: unknown model {captions['model']!r}")
+        if captions and settings.get(captions["setting"], {}).get("split") != "train":
+            errors.append(f"{where}.captions.setting must name a generate setting with split: train")
+        # a recipe stands for its fine-tuned models in tables; each "<recipe>-<dataset>" is a model too
+        tuned = {**models[recipe["base"]], "cot_template": recipe.get("cot_template", "")}
+        models[key] = tuned
+        models.update({f"{key}-{dataset}": tuned for dataset in recipe.get("datasets", [])})
     for name, table in config.get("tables", {}).items():
         for g, group in enumerate(table["groups"]):
             where = f"tables.{name}.groups[{g}]"
@@ -71,6 +102,8 @@ def check_config(config: dict) -> None:
                             errors.append(f"{where}: setting {setting!r} needs models.{model}.loglik.template")
                 if settings[setting].get("chain_of_thought"):
                     for model in group["models"]:
+                        if models.get(model, {}).get("family") == "baseline":
+                            continue
                         if model in models and "{question}" not in models[model].get("cot_template", ""):
                             errors.append(f"{where}: setting {setting!r} needs models.{model}.cot_template")
                 if kind == "frequency":
@@ -81,6 +114,20 @@ def check_config(config: dict) -> None:
                     if not {"pretrain", "instruct"} <= set(config.get("corpora", {})):
                         errors.append(f"settings.{setting} needs corpora.pretrain and corpora.instruct")
                     kind, setting = settings[source]["kind"], source
+                if kind == "rescore":
+                    source = settings[setting].get("source", "")
+                    if settings.get(source, {}).get("kind") != "generate":
+                        errors.append(f"settings.{setting}.source: {source!r} is not a generate setting")
+                        continue
+                    for dataset in group["datasets"]:
+                        if not datasets.get(dataset, {}).get("synonyms"):
+                            errors.append(f"{where}: setting {setting!r} needs datasets.{dataset}.synonyms")
+                    kind = "generate"
+                if kind == "benchmark":
+                    for dataset in group["datasets"]:
+                        if "benchmark" not in datasets.get(dataset, {}):
+                            errors.append(f"{where}: setting {setting!r} needs datasets.{dataset}.benchmark")
+                    kind = "generate"
                 if kind == "probe":
                     source = settings[setting].get("features", "")
                     if settings.get(source, {}).get("kind") not in ("features", "clip_features"):
@@ -88,7 +135,15 @@ def check_config(config: dict) -> None:
                         continue
                     kind = "clip" if settings[source]["kind"] == "clip_features" else "generate"
                 for model in group["models"]:
-                    is_clip = models.get(model, {}).get("family") in CLIP_FAMILIES
+                    family = models.get(model, {}).get("family")
+                    if family == "baseline":
+                        if not all("mcq" in datasets.get(d, {}) for d in group["datasets"]):
+                            errors.append(f"{where}: baseline {model!r} needs multiple-choice datasets")
+                        continue
+                    if family == "api" and kind != "generate":
+                        errors.append(f"{where}: setting {setting!r} ({kind}) cannot run API model {model!r}")
+                        continue
+                    is_clip = family in CLIP_FAMILIES
                     if model in models and is_clip != (kind in ("clip", "clip_features")):
                         errors.append(f"{where}: setting {setting!r} ({kind}) cannot run model {model!r}")
     if errors:

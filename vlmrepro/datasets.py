@@ -55,10 +55,9 @@ def first_indices(classes: list[str]) -> dict[str, int]:
     return index
 
 
-def read_manifest(path, classes: list[str]) -> list[dict]:
-    """All rows in file order; each row gets ``row`` (its 0-based line index). Every row is checked."""
-    class_set = set(classes)
-    rows = []
+def checked_rows(path, required: tuple[str, ...]):
+    """(line number, row) of a JSON Lines file, each row a JSON object with the required fields; errors name the
+    file and the row."""
     with open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             try:
@@ -67,13 +66,21 @@ def read_manifest(path, classes: list[str]) -> list[dict]:
                 raise ManifestError(f"{path}: row {line_no} is not valid JSON ({err.msg})") from None
             if not isinstance(row, dict):
                 raise ManifestError(f"{path}: row {line_no} is not a JSON object")
-            missing = [f for f in REQUIRED_FIELDS if f not in row]
+            missing = [f for f in required if f not in row]
             if missing:
                 raise ManifestError(f"{path}: row {line_no} lacks field(s) {', '.join(missing)}")
-            if row["label"] not in class_set:
-                raise ManifestError(f"{path}: row {line_no} has label {row['label']!r}, which is not in the class list")
-            row["row"] = line_no - 1
-            rows.append(row)
+            yield line_no, row
+
+
+def read_manifest(path, classes: list[str]) -> list[dict]:
+    """All rows in file order; each row gets ``row`` (its 0-based line index). Every row is checked."""
+    class_set = set(classes)
+    rows = []
+    for line_no, row in checked_rows(path, REQUIRED_FIELDS):
+        if row["label"] not in class_set:
+            raise ManifestError(f"{path}: row {line_no} has label {row['label']!r}, which is not in the class list")
+        row["row"] = line_no - 1
+        rows.append(row)
     if not rows:
         raise ManifestError(f"{path}: manifest is empty")
     return rows
@@ -241,6 +248,17 @@ COLOURS = {
 }
 
 
+# other names of the shapes (the demo's stand-in for the ImageNet synonym list of Table 8)
+SYNTHETIC_SYNONYMS = {
+    "circle": ["disc", "round"],
+    "square": ["box", "block"],
+    "triangle": ["wedge"],
+    "diamond": ["rhombus", "lozenge"],
+    "cross": ["plus"],
+    "ring": ["hoop", "loop"],
+}
+
+
 def synthetic_class_names(n_classes: int) -> list[str]:
     names = [f"{colour} {shape}" for shape in SHAPES for colour in COLOURS]
     if not 2 <= n_classes <= len(names):
@@ -293,7 +311,8 @@ def make_synthetic_dataset(
             folder = Path(out_dir) / "images" / split / label.replace(" ", "_")
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
-                file = folder / f"{i:04d}.png"
+                # unique file names, as ImageNet's: ImageWikiQA-style sets find images by name
+                file = folder / f"{split}_{label.replace(' ', '_')}_{i:04d}.png"
                 draw_shape(label, image_size, rng).save(file)
                 rel = file.relative_to(Path(out_dir) / "images").as_posix()
                 rows.append({"image": f"{UPSTREAM_PREFIX}{name}/{rel}", "label": label, "split": split})

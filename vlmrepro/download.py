@@ -49,17 +49,22 @@ def verify_checksum(path, checksum: str, source: str = "") -> None:
         )
 
 
-def fetch(url: str, dest, checksum: str, retries: int = 3, backoff_s: float = 2.0, timeout_s: float = 120) -> Path:
-    """Download ``url`` to ``dest`` and verify it. Transient errors are retried; a checksum mismatch is not."""
+def fetch(
+    url: str, dest, checksum: str | None, retries: int = 3, backoff_s: float = 2.0, timeout_s: float = 120
+) -> Path:
+    """Download ``url`` to ``dest`` and verify it. Transient errors are retried; a checksum mismatch is not.
+    ``checksum=None`` is for URLs that pin their content themselves (a gist raw URL at a revision)."""
     dest = Path(dest)
-    parse_checksum(checksum)
+    if checksum is not None:
+        parse_checksum(checksum)
     last_error: Exception | None = None
     for attempt in range(1, retries + 1):
         try:
             with atomic_path(dest) as tmp:
                 with urllib.request.urlopen(url, timeout=timeout_s) as response, open(tmp, "wb") as out:
                     shutil.copyfileobj(response, out, CHUNK)
-                verify_checksum(tmp, checksum, source=url)
+                if checksum is not None:
+                    verify_checksum(tmp, checksum, source=url)
             return dest
         except ChecksumError:
             raise

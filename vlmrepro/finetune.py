@@ -42,9 +42,10 @@ def blip_caption_label(label: str) -> str:
 
 
 class Conversations(torch.utils.data.Dataset):
-    """(image path, prompt, answer) triples; images are opened lazily in data-loader workers."""
+    """Examples ``{"path": image or None, "segments": [[prompt, answer], ...]}``; images are opened lazily in
+    data-loader workers."""
 
-    def __init__(self, examples: list[tuple[str, str, str]]):
+    def __init__(self, examples: list[dict]):
         self.examples = examples
 
     def __len__(self):
@@ -53,40 +54,68 @@ class Conversations(torch.utils.data.Dataset):
     def __getitem__(self, i):
         from PIL import Image
 
-        path, prompt, answer = self.examples[i]
-        with Image.open(path) as img:
-            return {"image": img.convert("RGB"), "prompt": prompt, "answer": answer}
+        example = self.examples[i]
+        if example["path"] is None:  # text-only instruction data
+            return {"image": None, "segments": example["segments"]}
+        with Image.open(example["path"]) as img:
+            return {"image": img.convert("RGB"), "segments": example["segments"]}
 
 
 def make_collator(processor, answer_prefix: str = ""):
-    """Prompt ids (image placeholders expanded by the processor) + answer ids + EOS; labels mask the prompt.
-    The answer is tokenised on its own and concatenated, so no merge happens across the boundary."""
+    """Per segment: prompt ids (the first through the processor, which expands image placeholders) + answer ids +
+    EOS; labels mask the prompts. Answers are tokenised on their own and concatenated, so no merge happens across a
+    boundary. Examples without an image add no pixels (the model places image features by placeholder count)."""
     tok = processor.tokenizer
 
     def collate(batch):
         seqs, labels, pixels, sizes = [], [], [], []
         for ex in batch:
-            enc = processor(images=[ex["image"]], text=[ex["prompt"]], return_tensors="pt")
-            prompt_ids = enc["input_ids"][0].tolist()
-            answer_ids = tok(answer_prefix + ex["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            seqs.append(prompt_ids + answer_ids)
-            labels.append([-100] * len(prompt_ids) + answer_ids)
-            pixels.append(enc["pixel_values"][0])
-            if "image_sizes" in enc:  # LLaVA-NeXT
-                sizes.append(enc["image_sizes"])
+            ids, mask = [], []
+            for k, (prompt, answer) in enumerate(ex["segments"]):
+                if k == 0 and ex["image"] is not None:
+                    enc = processor(images=[ex["image"]], text=[prompt], return_tensors="pt")
+                    prompt_ids = enc["input_ids"][0].tolist()
+                    pixels.append(enc["pixel_values"][0])
+                    if "image_sizes" in enc:  # LLaVA-NeXT
+                        sizes.append(enc["image_sizes"])
+                else:
+                    prompt_ids = tok(prompt, add_special_tokens=k == 0)["input_ids"]
+                answer_ids = tok(answer_prefix + answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                ids += prompt_ids + answer_ids
+                mask += [-100] * len(prompt_ids) + answer_ids
+            seqs.append(ids)
+            labels.append(mask)
         width = max(len(s) for s in seqs)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         out = {
             "input_ids": torch.tensor([s + [pad] * (width - len(s)) for s in seqs]),
             "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs]),
             "labels": torch.tensor([l + [-100] * (width - len(l)) for l in labels]),
-            "pixel_values": torch.stack(pixels),
         }
+        if pixels:
+            out["pixel_values"] = torch.stack(pixels)
         if sizes:
             out["image_sizes"] = torch.cat(sizes)
         return out
 
     return collate
+
+
+def _trainer_class(trainer):
+    """Trainer whose loss always reaches the trained parameters: a batch of text-only instruction data never passes
+    the projector, so its loss has no graph (LLaVA's code appends a zero-length slice of image features for the
+    same reason); a zero-weighted sum of the trained parameters keeps backward (and DDP) working."""
+
+    class KeepsGraph(trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+            result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+            loss = result[0] if return_outputs else result
+            if not loss.requires_grad:
+                loss = loss + 0.0 * sum(p.sum() for p in model.parameters() if p.requires_grad)
+                result = (loss, *result[1:]) if return_outputs else loss
+            return result
+
+    return KeepsGraph
 
 
 def prepare_model(model, trainable: str, lora: dict | None):
@@ -157,7 +186,6 @@ def run(job: dict) -> dict:
             param.data = param.data.float()
     if job.get("gradient_checkpointing"):
         model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need grads to flow
-    examples = [(q["path"], job["prompt"], q["answer"]) for q in job["examples"]]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     accumulation, rest = divmod(job["global_batch"], job["per_device_batch"] * world)
     if accumulation < 1 or rest:
@@ -177,7 +205,9 @@ def run(job: dict) -> dict:
         logging_steps=1,
         logging_nan_inf_filter=False,  # a diverged loss must show up as NaN in the curve
         gradient_checkpointing=bool(job.get("gradient_checkpointing")),
-        save_strategy="epoch",
+        # a one-epoch run over the ImageNet + LLaVA mix takes days: checkpoint every save_steps optimiser steps
+        save_strategy="steps" if job.get("save_steps") else "epoch",
+        **({"save_steps": job["save_steps"]} if job.get("save_steps") else {}),
         save_total_limit=1,
         bf16=device.startswith("cuda") and job["dtype"] == "bfloat16",
         seed=job["seed"],
@@ -199,10 +229,10 @@ def run(job: dict) -> dict:
         },
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
-    trainer = Trainer(
+    trainer = _trainer_class(Trainer)(
         model=model,
         args=args,
-        train_dataset=Conversations(examples),
+        train_dataset=Conversations(job["examples"]),
         data_collator=make_collator(processor, job.get("answer_prefix", "")),
         optimizers=(optimizer, None),
     )

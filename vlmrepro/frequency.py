@@ -170,7 +170,7 @@ def synthetic_corpus(classes: list[str], n_records: int, zipf: float, seed: int)
             {
                 "id": f"synthetic-{i}",
                 "conversations": [
-                    {"from": "human", "value": "<image>\nDescribe the image briefly."},
+                    {"from": "human", "value": "Describe a shape you saw today, briefly."},
                     {"from": "gpt", "value": sentence[0].upper() + sentence[1:] + " Nothing else is visible."},
                 ],
             }

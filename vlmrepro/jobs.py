@@ -45,16 +45,22 @@ def plan_queries(input, output, params, log) -> None:
             order=p["order"],
             limit=p["limit"],
             shuffle=p["shuffle"],
+            question_from=p["question_from"],
         )
         write_jsonl(output[0], queries)
         print(f"{len(queries)} queries", file=out)
 
 
 def score(input, output, params, log) -> None:
+    from .imagewikiqa import score_mcq
     from .scoring import score_outputs
 
     with _logged(log[0]) as out:
-        result = score_outputs(read_jsonl(input[0]), resplit_marker=params.resplit, rule=params.rule)
+        rows = read_jsonl(input[0])
+        if params.rule == "mcq":
+            result = score_mcq(rows, seed=params.mcq["seed"], strip_prefix=params.mcq["strip_prefix"])
+        else:
+            result = score_outputs(rows, resplit_marker=params.resplit, rule=params.rule)
         write_json(output[0], result)
         print(result, file=out)
 
@@ -88,7 +94,7 @@ def build_table(input, output, params, log) -> None:
         for cell in cells:
             if "not_run" not in cell:
                 cell["score"] = scores[f"results/scores/{cell['model']}/{cell['dataset']}/{cell['setting']}.json"]
-        frame = build(cells, load_paper_results(), params.paper_table)
+        frame = build(cells, load_paper_results(), params.paper_table, params.not_reproduced)
         with atomic_path(output[0]) as tmp:
             frame.to_csv(tmp, index=False)
         print(frame.to_string(), file=out)
@@ -98,7 +104,7 @@ def report_index(input, output, log) -> None:
     from .report import index_html
 
     with _logged(log[0]):
-        write_text(output[0], index_html(list(input.pages), list(input.tables)))
+        write_text(output[0], index_html(list(input.pages), list(input.tables), input.summary))
 
 
 def correlate_frequency(input, output, params, log) -> None:
@@ -118,3 +124,66 @@ def correlate_frequency(input, output, params, log) -> None:
         result["n_items"] = result["n_evaluated"] = len(accuracy)
         write_json(output[0], result)
         print({k: v for k, v in result.items() if k not in ("pairs", "bins")}, file=out)
+
+
+def score_baseline(input, output, params, log) -> None:
+    from .imagewikiqa import baselines
+
+    with _logged(log[0]) as out:
+        result = baselines(read_jsonl(input[0]))[params.baseline]
+        write_json(output[0], result)
+        print(result, file=out)
+
+
+def rescore_synonyms(input, output, params, log) -> None:
+    from .datasets import first_indices
+    from .scoring import parse_synonyms, score_synonyms
+
+    with _logged(log[0]) as out:
+        classes = read_json(input.classes)
+        first = first_indices(classes)
+        queries = {q["item"]: q for q in read_jsonl(input.queries)}
+        rows = read_jsonl(input.outputs)
+        # the row's own class index where the manifest has one (ImageNet's duplicated names stay apart)
+        index = [queries[r["item"]].get("label_idx", first[r["label"]]) for r in rows]
+        with open(input.synonyms, encoding="utf-8") as handle:
+            synonyms = parse_synonyms(handle.read(), source=input.synonyms)
+        result = score_synonyms(
+            rows, index, classes, synonyms, include_class_name=params.include_class_name, resplit_marker=params.resplit
+        )
+        write_json(output[0], result)
+        print(result, file=out)
+
+
+def make_synthetic_questions(input, output, params, log) -> None:
+    from .imagewikiqa import synthetic_questions
+
+    with _logged(log[0]) as out:
+        spec = params.spec
+        rows = synthetic_questions(read_jsonl(input.rows), read_json(input.classes), spec["per_class"], spec["seed"])
+        write_jsonl(output[0], rows)
+        print(f"{len(rows)} questions", file=out)
+
+
+def build_mcq_manifest(input, output, params, log) -> None:
+    from .imagewikiqa import LETTERS, read_questions, resolve_by_file_name
+
+    with _logged(log[0]) as out:
+        rows, report = resolve_by_file_name(read_questions(input.questions), params.image_dir, params.prefix)
+        write_jsonl(output.manifest, rows)
+        write_json(output.classes, LETTERS)
+        write_json(output.report, report)
+        print(f"{report['n_missing_images']} of {report['n_rows']} images not found in {params.image_dir}", file=out)
+
+
+def make_synthetic_synonyms(input, output, log) -> None:
+    """Demo stand-in for the ImageNet synonym list: each '<colour> <shape>' class also answers to other names."""
+    from .datasets import SYNTHETIC_SYNONYMS
+
+    with _logged(log[0]):
+        classes = read_json(input[0])
+        table = {}
+        for i, name in enumerate(classes):
+            colour, shape = name.split(" ", 1)
+            table[i] = ", ".join([name, *(f"{colour} {alias}" for alias in SYNTHETIC_SYNONYMS.get(shape, []))])
+        write_text(output[0], repr(table) + "\n")

@@ -15,6 +15,20 @@ def closed_world_question(init_prompt: str, choices: list[str]) -> str:
     return f'{init_prompt} Choose one from "{", ".join(choices)}".'
 
 
+QUESTION_SOURCES = ("setting", "text", "text_with_class")
+
+
+def _question(row: dict, question: str, choices, source: str) -> str:
+    if source == "text":
+        return row["text"]
+    if source == "text_with_class":
+        from .imagewikiqa import with_class_name
+
+        return with_class_name(row["text"], row["classname"])
+    question = question.replace("{label}", row["label"])  # caption-data prompts name the image's class
+    return question if choices is None else closed_world_question(question, choices)
+
+
 def resolve_n_labels(candidates, classes: list[str]) -> int | None:
     """``none`` → open world; ``all`` → every unique name; an int K → K candidates."""
     if candidates in (None, "none"):
@@ -37,8 +51,14 @@ def plan_queries(
     order: str = "random",
     limit: int | None = None,
     shuffle: bool = True,
+    question_from: str = "setting",
 ) -> list[dict]:
-    """Return one query per evaluated row, in evaluation order."""
+    """Return one query per evaluated row, in evaluation order.
+
+    ``question_from``: "setting" asks ``question`` of every row; "text" asks the row's own question (ImageWikiQA);
+    "text_with_class" asks it with the object named (ImageWikiQA "w/ GT Class")."""
+    if question_from not in QUESTION_SOURCES:
+        raise ValueError(f"question_from must be one of {QUESTION_SOURCES}, got {question_from!r}")
     rng = random.Random(seed)
     rows = list(rows)
     if shuffle:
@@ -68,7 +88,7 @@ def plan_queries(
             "label": row["label"],
             "split": row["split"],
             "choices": choices,
-            "question": question if choices is None else closed_world_question(question, choices),
+            "question": _question(row, question, choices, question_from),
         }
         if "label_idx" in row:
             query["label_idx"] = row["label_idx"]

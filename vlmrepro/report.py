@@ -12,7 +12,7 @@ NUMERIC = ["ours", "ours_strict", "paper", "delta", "n_evaluated", "n_items"]
 
 def load_table(path) -> pd.DataFrame:
     frame = pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in NUMERIC})
-    frame["row"] = frame["paper_model"] + " [" + frame["model"] + "]"
+    frame["row"] = frame["paper_model"] + frame["model"].map(lambda m: f" [{m}]" if m else "")
     return frame
 
 
@@ -62,7 +62,42 @@ TITLES = {
     "table3": "Table 3 — probing the VLMs' features and CLIP linear heads (the information is there)",
     "table10": "Table 10 — probe accuracy by token position (LLaVA1.5-7B, Flowers102)",
     "table11": "Figure 3 / Table 11 — class frequency in the training data vs per-class accuracy",
+    "table12": "Table 12 — GPT-4 vs LLaVA: prompt variations (base, fixed / random label order, chain-of-thought)",
+    "table4": "Table 4 — fine-tuning on captions vs classification data",
+    "table5": "Table 5 — ImageWikiQA: knowledge questions that need the object recognised",
+    "table8": "Table 8 — ImageNet open-world accuracy with synonyms",
+    "section4": "§4.3 — ImageNet accuracy after the ImageNet + LLaVA instruction mix (in no table of the paper)",
+    "table13": "Table 13 — general benchmarks after the ImageNet + LLaVA instruction mix (TextVQA, POPE, MM-Vet)",
 }
+
+
+def coverage(tables_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per paper table: its numbers, how many are configured, computed and compared, mean |Δ|;
+    every paper number without a computed value of ours, with the reason)."""
+    from .paper import load_paper_results
+
+    paper = load_paper_results()
+    paper = paper[paper.table.str.startswith("Table ")]
+    frames = [load_table(p) for p in sorted(Path(tables_dir).glob("*.csv"))]
+    columns = {f"paper_{k}": k for k in ("table", "model", "dataset", "setting", "metric")}
+    ours = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*columns, "ours", "delta", "note"])
+    key = list(columns.values())
+    ours = ours[[*columns, "ours", "delta", "note"]].rename(columns={**columns, "note": "our_note"})
+    ours = ours.sort_values("ours", na_position="last", kind="stable").drop_duplicates(subset=key)  # computed first
+    merged = paper.merge(ours, on=key, how="left", indicator=True)
+    merged["reason"] = merged["our_note"].where(merged["_merge"] == "both", "no cell of ours is configured for it")
+    merged.loc[(merged["_merge"] == "both") & merged["ours"].isna() & (merged["reason"] == ""), "reason"] = (
+        "not computed yet"
+    )
+    overview = merged.groupby("table", sort=False).agg(
+        paper_numbers=("value", "size"),
+        configured=("_merge", lambda m: int((m == "both").sum())),
+        computed=("ours", lambda v: int(v.notna().sum())),
+        compared=("delta", lambda v: int(v.notna().sum())),
+        mean_abs_delta=("delta", lambda v: round(float(v.abs().mean()), 1) if v.notna().any() else None),
+    )
+    missing = merged[merged["ours"].isna()][["table", "model", "dataset", "setting", "metric", "value", "reason"]]
+    return overview.reset_index(), missing.rename(columns={"value": "paper"})
 
 
 def table_summary(frame: pd.DataFrame) -> str:
@@ -74,8 +109,13 @@ def table_summary(frame: pd.DataFrame) -> str:
     return text
 
 
-def index_html(pages: list[str], tables: list[str]) -> str:
+def index_html(pages: list[str], tables: list[str], summary_page: str | None = None) -> str:
     items = []
+    if summary_page:
+        items.append(
+            f'<li><a href="{html.escape(Path(summary_page).name)}">Summary: every paper table, and the numbers not '
+            "computed with the reason</a></li>"
+        )
     for page, table in zip(pages, tables):
         name = Path(page).stem
         summary = table_summary(load_table(table))

@@ -67,6 +67,43 @@ def score_outputs(rows: list[dict], resplit_marker: str | None = None, rule: str
     return result
 
 
+# --- synonyms (PROTOCOL §6.8, Table 8) ------------------------------------------------------------------------
+
+
+def parse_synonyms(text: str, source: str = "synonyms file") -> dict[int, list[str]]:
+    """yrevar's imagenet1000_clsidx_to_labels.txt: a Python dict literal {index: 'name, other name, …'}."""
+    import ast
+
+    try:
+        table = ast.literal_eval(text)
+    except (ValueError, SyntaxError) as err:
+        raise ValueError(f"{source}: not a Python dict literal ({err})") from None
+    if not isinstance(table, dict) or not all(isinstance(k, int) and isinstance(v, str) for k, v in table.items()):
+        raise ValueError(f"{source}: expected {{class index: 'name, name, …'}}")
+    return {k: [n for n in v.split(", ") if n] for k, v in table.items()}
+
+
+def score_synonyms(rows: list[dict], class_index: list[int], classes: list[str], synonyms: dict[int, list[str]],
+                   include_class_name: bool = True, resplit_marker: str | None = None) -> dict:
+    """Correct when any name of the row's class occurs in the prediction (substring, case-insensitive): the class
+    list's name and the synonyms of the row's class index. ``class_index``: per row, its class index."""
+    evaluated = [(r, k) for r, k in zip(rows, class_index) if r.get("status") == "ok"]
+    result = {"n_items": len(rows), "n_evaluated": len(evaluated)}
+    if not evaluated:
+        return {**result, "accuracy": None, "na_reason": "N/A: no item evaluated"}
+    correct = 0
+    for row, k in evaluated:
+        if k not in synonyms:
+            raise ValueError(f"class index {k} ({classes[k]!r}) has no entry in the synonyms file")
+        names = synonyms[k] + ([classes[k]] if include_class_name else [])
+        pred = upstream_pred(row["pred"], resplit_marker)
+        correct += any(substring_correct(name, pred) for name in names)
+    result["accuracy"] = 100 * correct / (len(evaluated) + 1e-9)
+    result["accuracy_without_synonyms"] = score_outputs(rows, resplit_marker)["accuracy"]
+    result["improvement_delta"] = result["accuracy"] - result["accuracy_without_synonyms"]
+    return result
+
+
 # --- probabilistic inference (PROTOCOL §6.5) -------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 from .paper import paper_cell
 
 COLUMNS = [
+    "paper_table",
     "model",
     "paper_model",
     "dataset",
@@ -14,6 +15,7 @@ COLUMNS = [
     "setting",
     "paper_setting",
     "metric",
+    "paper_metric",
     "ours",
     "ours_strict",
     "paper",
@@ -32,9 +34,12 @@ def _round(value, metric="accuracy"):
     return round(value, 2) if metric.endswith("_r") else round(value, 1)
 
 
-def build_table(cells: list[dict], paper: pd.DataFrame, paper_table: str) -> pd.DataFrame:
+def build_table(
+    cells: list[dict], paper: pd.DataFrame, paper_table: str, not_reproduced: list[dict] = ()
+) -> pd.DataFrame:
     """``cells``: one dict per (model, dataset, setting, metric) with the paper's names and either a ``score``
-    dict or a ``not_run`` reason. One row per cell, in the order given."""
+    dict or a ``not_run`` reason. One row per cell, in the order given; then one row per paper cell deliberately
+    not reproduced (``not_reproduced``: paper_model, paper_setting, reason)."""
     rows = []
     for cell in cells:
         score = cell.get("score") or {}
@@ -57,7 +62,9 @@ def build_table(cells: list[dict], paper: pd.DataFrame, paper_table: str) -> pd.
                 **{
                     k: cell[k] for k in ("model", "paper_model", "dataset", "paper_dataset", "setting", "paper_setting")
                 },
+                "paper_table": paper_table,
                 "metric": metric,
+                "paper_metric": cell.get("paper_metric", "accuracy"),
                 "ours": ours,
                 "ours_strict": _round(score.get(f"{metric}_word_boundary")),
                 "paper": value,
@@ -68,4 +75,32 @@ def build_table(cells: list[dict], paper: pd.DataFrame, paper_table: str) -> pd.
                 "paper_note": paper_note,
             }
         )
+    for skipped in not_reproduced:
+        hits = paper[
+            (paper.table == paper_table)
+            & (paper.model == skipped["paper_model"])
+            & (paper.setting == skipped["paper_setting"])
+        ]
+        if hits.empty:
+            raise ValueError(
+                f"not_reproduced entry {skipped['paper_model']!r} / {skipped['paper_setting']!r} matches no "
+                f"{paper_table} cell of the paper"
+            )
+        for _, hit in hits.iterrows():
+            rows.append(
+                {
+                    "model": "",
+                    "paper_model": hit.model,
+                    "dataset": hit.dataset,
+                    "paper_dataset": hit.dataset,
+                    "setting": "",
+                    "paper_setting": hit.setting,
+                    "paper_table": paper_table,
+                    "metric": hit.metric,
+                    "paper_metric": hit.metric,
+                    "paper": None if pd.isna(hit.value) else float(hit.value),
+                    "note": f"not reproduced: {skipped['reason']}",
+                    "paper_note": hit.note,
+                }
+            )
     return pd.DataFrame(rows, columns=COLUMNS)

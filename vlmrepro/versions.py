@@ -13,3 +13,6 @@ PROBE = 1
 FINETUNE = 1
 FREQUENCY = 1
 TINY_BUILDER = 2  # 2: the tiny OPT tokenizer adds BOS like facebook/opt's
+API = 1
+BENCHMARK = 1
+SYNTHETIC_DATA = 2  # 2: demo images named uniquely (found by file name), text-only synthetic instruction corpus

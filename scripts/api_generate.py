@@ -1,0 +1,29 @@
+import time
+
+from vlmrepro.api import ApiModel, run_api_generation
+from vlmrepro.io import read_jsonl, write_json, write_jsonl
+from vlmrepro.smk import job_logging
+
+with job_logging(snakemake):
+    run = snakemake.params.run
+    start = time.time()
+    queries = read_jsonl(snakemake.input.queries)
+    if run["data_limit"] is not None:  # upstream's --data_limit: the first N items of the seeded order
+        queries = queries[: run["data_limit"]]
+    model = ApiModel(run["provider"], run["model"], base_url=run.get("base_url"), max_tokens=run.get("max_tokens"))
+    records = run_api_generation(
+        model,
+        queries,
+        run["template"],
+        snakemake.params.cache,
+        concurrency=run["concurrency"],
+        max_attempts=run["max_attempts"],
+        calls_per_item=run["calls_per_item"],
+        revision=run["model"],
+    )
+    write_jsonl(snakemake.output.rows, records)
+    reported = sorted({r["model_reported"] for r in records if r.get("model_reported")})
+    write_json(
+        snakemake.output.meta,
+        {**run, "models_reported": reported, "seconds": round(time.time() - start, 2)},
+    )

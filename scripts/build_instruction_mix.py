@@ -1,0 +1,17 @@
+from vlmrepro.instruction_mix import build_mix
+from vlmrepro.io import read_json, read_jsonl, write_json, write_jsonl
+from vlmrepro.smk import job_logging
+
+with job_logging(snakemake):
+    mix = snakemake.params.mix
+    examples, report = build_mix(
+        read_jsonl(snakemake.input.queries),
+        read_json(snakemake.input.corpus),
+        mix["image_roots"],
+        snakemake.params.prompt,
+        mix["system"],
+        mix["seed"],
+    )
+    write_jsonl(snakemake.output.mix, examples)
+    write_json(snakemake.output.report, report)
+    print(report)

@@ -1,0 +1,307 @@
+"""Proprietary VLMs (GPT-4-class, Claude, Gemini) queried through their official Python SDKs.
+
+API calls cost money, are rate limited and fail transiently, so:
+
+- each response is appended to a write-ahead JSON Lines cache the moment it arrives, and a rerun (after a crash,
+  a kill or a partial failure) requests only what is missing: nothing is paid for twice;
+- the SDKs' own retries are off and one bounded loop decides what is retried (rate limits, server errors,
+  connection trouble, malformed responses) and what is not (bad request, authentication, permission);
+- the key is read only from the environment and ``ApiModel.ask`` never returns or raises it, so records, the
+  cache and logs cannot leak it.
+
+Request layouts follow the paper's upstream code exactly (text-then-image for OpenAI and Gemini, image-then-text
+for Anthropic with ``max_tokens=1024``, no sampling options), since the reported numbers depend on them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+PROVIDERS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
+GEMINI_FALLBACK_ENV = "GOOGLE_API_KEY"
+MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+ANTHROPIC_MAX_TOKENS = 1024  # upstream value; the Messages API requires one
+RETRY_STATUS = frozenset({408, 409, 429})  # plus every 5xx; other 4xx (400/401/403/404...) would fail again
+REASON_CHARS = 300
+
+
+class MalformedResponse(RuntimeError):
+    """A response that parsed but carried no answer text."""
+
+
+class ApiError(RuntimeError):
+    """A failed request. The message (``"ExceptionClass: message"``) is scrubbed of the key; ``retryable`` says
+    whether trying again may help and ``retry_after`` is the server's requested wait in seconds, if any."""
+
+    def __init__(self, message: str, retryable: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class ApiModel:
+    """One provider model behind its official SDK client, with the SDK's retries disabled."""
+
+    def __init__(
+        self,
+        provider: str,
+        model: str,
+        base_url: str | None = None,
+        max_tokens: int | None = None,
+        timeout: float = 120.0,
+    ):
+        if provider not in PROVIDERS:
+            raise ValueError(
+                f"unknown API provider {provider!r} for model {model!r}; expected one of {sorted(PROVIDERS)}"
+            )
+        env = PROVIDERS[provider]
+        key = os.environ.get(env, "").strip()
+        if not key and provider == "gemini":
+            key = os.environ.get(GEMINI_FALLBACK_ENV, "").strip()
+            env = f"{env} (or {GEMINI_FALLBACK_ENV})"
+        if not key:
+            raise RuntimeError(
+                f"{env} is not set: needed for API model {model!r} "
+                "(set it in the environment; keys are never read from config)"
+            )
+        self.provider, self.model, self.max_tokens = provider, model, max_tokens
+        self._key = key  # kept only to scrub it from whatever leaves ask()
+        if provider == "openai":
+            import openai
+
+            self._client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
+            transient: tuple[type[BaseException], ...] = (openai.APIConnectionError,)
+        elif provider == "anthropic":
+            import anthropic
+
+            self._client = anthropic.Anthropic(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
+            transient = (anthropic.APIConnectionError,)
+        else:
+            import httpx2  # google-genai's transport; it raises its connection errors unwrapped
+            from google import genai
+            from google.genai import errors, types
+
+            options = types.HttpOptions(base_url=base_url, timeout=round(timeout * 1000), retry_options=None)
+            self._client = genai.Client(api_key=key, vertexai=False, http_options=options)
+            transient = (httpx2.TransportError, errors.UnknownApiResponseError)
+        # A 200 whose body is not JSON surfaces as JSONDecodeError in all three SDKs.
+        self._transient = (MalformedResponse, json.JSONDecodeError, *transient)
+
+    def ask(self, text: str, image_bytes: bytes | None, media_type: str = "image/jpeg") -> tuple[str, str]:
+        """One request; returns (response text, model name reported by the provider). Raises ApiError on any failure."""
+        try:
+            answer, reported = self._parse(self._send(text, image_bytes, media_type))
+        except Exception as exc:
+            # `from None`: the SDK exception may quote the key; its scrubbed text is all that travels on.
+            raise ApiError(
+                self._scrub(f"{type(exc).__name__}: {exc}"), self._retryable(exc), _retry_after(exc)
+            ) from None
+        return self._scrub(answer), self._scrub(reported)
+
+    def _send(self, text: str, image_bytes: bytes | None, media_type: str) -> Any:
+        b64 = base64.b64encode(image_bytes).decode("ascii") if image_bytes is not None else None
+        if self.provider == "openai":
+            content: list[Any] = [{"type": "text", "text": text}]
+            if b64 is not None:
+                content.append({"type": "image_url", "image_url": {"url": f"data:{media_type};base64,{b64}"}})
+            extra = {} if self.max_tokens is None else {"max_tokens": self.max_tokens}
+            return self._client.chat.completions.create(
+                model=self.model, messages=[{"role": "user", "content": content}], **extra
+            )
+        if self.provider == "anthropic":
+            content = [{"type": "text", "text": text}]
+            if b64 is not None:  # image first, as upstream
+                content.insert(
+                    0, {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": b64}}
+                )
+            return self._client.messages.create(
+                model=self.model,
+                max_tokens=self.max_tokens or ANTHROPIC_MAX_TOKENS,
+                messages=[{"role": "user", "content": content}],
+            )
+        from google.genai import types
+
+        contents: list[Any] = [text]
+        if image_bytes is not None:
+            contents.append(types.Part.from_bytes(data=image_bytes, mime_type=media_type))
+        return self._client.models.generate_content(model=self.model, contents=contents)
+
+    def _parse(self, response: Any) -> tuple[str, str]:
+        try:
+            if self.provider == "openai":
+                answer, reported = response.choices[0].message.content, response.model
+            elif self.provider == "anthropic":
+                answer = "".join(block.text for block in response.content if block.type == "text")
+                reported = response.model
+            else:
+                answer, reported = response.text, response.model_version
+        except (AttributeError, IndexError, KeyError, TypeError) as exc:
+            raise MalformedResponse(f"unexpected response layout ({type(exc).__name__}: {exc})") from None
+        if not isinstance(answer, str) or not answer:
+            raise MalformedResponse("the response carries no text")
+        return answer, reported if isinstance(reported, str) and reported else self.model
+
+    def _retryable(self, exc: Exception) -> bool:
+        if isinstance(exc, self._transient):
+            return True
+        status = getattr(exc, "status_code", None)  # openai, anthropic
+        if status is None:
+            status = getattr(exc, "code", None)  # google-genai
+        return isinstance(status, int) and (status in RETRY_STATUS or status >= 500)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***")
+
+
+def _retry_after(exc: Exception) -> float | None:
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    try:
+        return float(headers["retry-after"]) if headers is not None and "retry-after" in headers else None
+    except ValueError:  # an HTTP date; the exponential backoff applies instead
+        return None
+
+
+def _media_type(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in MEDIA_TYPES:
+        raise ValueError(
+            f"{path}: cannot send a {suffix or 'suffix-less'} image; expected one of {sorted(MEDIA_TYPES)}"
+        )
+    return MEDIA_TYPES[suffix]
+
+
+class _ResponseCache:
+    """Append-only JSON Lines of successful responses, keyed by a hash of the full request."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.entries: dict[str, tuple[str, str]] = {}
+        self._lock = threading.Lock()
+        data = self.path.read_bytes() if self.path.exists() else b""
+        for line in data.split(b"\n"):
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line cut short by a killed run, or garbage
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("output"), str):
+                self.entries[entry["key"]] = (entry["output"], str(entry.get("model_reported", "")))
+        if data and not data.endswith(b"\n"):
+            with open(self.path, "ab") as handle:  # end the cut line so the next entry starts on its own
+                handle.write(b"\n")
+
+    def put(self, key: str, output: str, model_reported: str) -> None:
+        line = json.dumps({"key": key, "output": output, "model_reported": model_reported}, ensure_ascii=False) + "\n"
+        with self._lock:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.entries[key] = (output, model_reported)
+
+
+def _cache_key(model: ApiModel, text: str, image_sha256: str | None, media_type: str, call: int) -> str:
+    request = {
+        "provider": model.provider,
+        "model": model.model,
+        "text": text,
+        "image_sha256": image_sha256,
+        "media_type": media_type,
+        "max_tokens": model.max_tokens,
+        "call": call,
+    }
+    return hashlib.sha256(json.dumps(request, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def run_api_generation(
+    model: ApiModel,
+    queries: list[dict],
+    template: str,
+    cache_path: str,
+    *,
+    concurrency: int = 4,
+    max_attempts: int = 6,
+    backoff_s: float = 2.0,
+    max_backoff_s: float = 60.0,
+    calls_per_item: int = 1,
+    revision: str = "",
+    log: Callable[[str], Any] = print,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> list[dict]:
+    """One record per query, in query order. Successful responses are cached as they arrive; failures are not,
+    so a rerun requests exactly the items that are still missing.
+
+    ``calls_per_item`` reproduces an upstream quirk: its retry loop had no ``break``, so every item was sent
+    several times and the last response kept."""
+    if "{question}" not in template:
+        raise ValueError(f"template {template!r} must contain {{question}}")
+    if max_attempts < 1 or calls_per_item < 1:
+        raise ValueError("max_attempts and calls_per_item must be at least 1")
+    cache = _ResponseCache(cache_path)
+    label = f"{model.provider}/{model.model}"
+
+    def request(item: Any, text: str, image: bytes | None, mime: str) -> tuple[tuple[str, str] | ApiError, int]:
+        """Try until the first success; returns (answer or last error, requests sent)."""
+        attempt = 0
+        while True:
+            try:
+                return model.ask(text, image, mime), attempt + 1
+            except ApiError as exc:
+                if not exc.retryable or attempt + 1 == max_attempts:
+                    return exc, attempt + 1
+                wait = min(max_backoff_s, max(backoff_s * 2**attempt, exc.retry_after or 0.0))
+                reason = str(exc)[:REASON_CHARS]
+                log(f"{label}: item {item}: {reason}; retry {attempt + 1}/{max_attempts - 1} in {wait:.1f}s")
+                sleep(wait)
+                attempt += 1
+
+    def run_one(query: dict) -> tuple[dict, int]:
+        text = template.replace("{question}", query["question"])
+        record = {k: query[k] for k in ("item", "row", "image", "label", "choices")}
+        record.update(model_revision=revision, prompt=text)
+        if query.get("skip"):
+            return {**record, "status": "skipped_image", "reason": query["skip"]}, 0
+        path = query.get("path")
+        image = Path(path).read_bytes() if path else None
+        mime = _media_type(path) if path else "image/jpeg"
+        image_sha = hashlib.sha256(image).hexdigest() if image is not None else None
+        sent = 0
+        for call in range(calls_per_item):
+            key = _cache_key(model, text, image_sha, mime, call)
+            answer = cache.entries.get(key)
+            if answer is None:
+                result, n = request(query["item"], text, image, mime)
+                sent += n
+                if isinstance(result, ApiError):
+                    reason = str(result)[:REASON_CHARS]
+                    log(f"{label}: item {query['item']}: api_error after {n} request(s): {reason}")
+                    return {**record, "status": "api_error", "reason": reason}, sent
+                answer = result
+                cache.put(key, *answer)  # written ahead, before anything else happens to this item
+        output, reported = answer
+        return {**record, "status": "ok", "output": output, "pred": output, "model_reported": reported}, sent
+
+    log(f"{label}: {len(queries)} queries, {len(cache.entries)} cached responses in {cache_path}")
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = [pool.submit(run_one, query) for query in queries]
+        try:
+            results = [future.result() for future in futures]
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # stop paying for requests once the run is lost
+            raise
+    records = [record for record, _ in results]
+    requested = [sent for (record, sent) in results if record["status"] != "skipped_image"]
+    statuses = [record["status"] for record in records]
+    log(
+        f"{label}: {requested.count(0)} items from the cache, {sum(requested)} requests sent; "
+        f"{statuses.count('ok')} ok, {statuses.count('api_error')} api_error, {statuses.count('skipped_image')} skipped"
+    )
+    return records
