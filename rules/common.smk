@@ -344,6 +344,16 @@ def benchmark_params(wildcards):
     }
 
 
+def baseline_inputs(wildcards):
+    """Dataset statistics read every manifest row; the multiple-choice baselines read the evaluated questions."""
+    if MODELS[wildcards.model]["baseline"] == "dataset_statistics":
+        return {
+            "rows": f"results/data/{wildcards.dataset}/all.jsonl",
+            "classes": f"results/data/{wildcards.dataset}/classes.json",
+        }
+    return {"rows": planned_split_of(wildcards.dataset)}
+
+
 def mcq_params(wildcards):
     """Multiple-choice parsing: the evaluation RNG seed and the assistant prefix that upstream's response lacked."""
     s = SETTINGS[wildcards.setting]

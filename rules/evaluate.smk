@@ -114,16 +114,16 @@ rule score:
 
 rule score_baseline:
     input:
-        lambda wc: planned_split_of(wc.dataset),
+        unpack(baseline_inputs),
     output:
         "results/scores/{model}/{dataset}/{setting}.json",
     log:
         "logs/score_baseline/{model}/{dataset}/{setting}.log",
     wildcard_constraints:
         model=one_of(BASELINE_MODELS),
-        dataset=one_of(MCQ_DATASETS),
     params:
         baseline=lambda wc: MODELS[wc.model]["baseline"],
+        eval_split=lambda wc: DATASETS[wc.dataset]["eval_split"],
         protocol=versions.SCORING,
     run:
         jobs.score_baseline(input, output, params, log)

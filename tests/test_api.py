@@ -409,7 +409,8 @@ def test_unknown_provider():
 
 def test_api_rule_runs_scores_caches_and_never_writes_the_key(server, tmp_path):
     """An API model of the registry on a demo dataset: the api_generate rule through the real OpenAI client, scored
-    by the ordinary rule; a forced rerun is served from the response cache; the key is in no file of the run."""
+    by the ordinary rule, up to the report; a forced rerun is served from the response cache; the key is in no file
+    of the run (outputs, cache, logs, tables, report pages)."""
     import yaml
 
     from conftest import REPO, snakemake
@@ -437,8 +438,9 @@ def test_api_rule_runs_scores_caches_and_never_writes_the_key(server, tmp_path):
     workdir = tmp_path / "run"
     server.script.extend(["429", "500"])  # transient failures on the way
     target = "results/scores/mock-gpt/shapes12/open_world.json"
-    snakemake("--configfile", str(tmp_path / "config.yaml"), "--cores", "2", target, workdir=workdir)
+    snakemake("--configfile", str(tmp_path / "config.yaml"), "--cores", "2", workdir=workdir)  # up to the report
     score = json.loads((workdir / target).read_text())
+    assert "GPT4 [mock-gpt]" in (workdir / "results/report/table1.html").read_text()
     n_items = 12 * 4
     assert score["n_evaluated"] == n_items and len(server.requests) == n_items + 2
     meta = json.loads((workdir / "results/outputs/mock-gpt/shapes12/open_world.meta.json").read_text())

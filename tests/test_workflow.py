@@ -39,15 +39,16 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     assert jobs["build_imagenet_manifest"] == 1
     assert jobs["loglik"] == 8 and jobs["extract_features"] == 16 + 1 and jobs["probe"] == 34  # + Table 10 positions
     assert jobs["download_corpus"] == 2 and jobs["correlate_frequency"] == 8 + 4 + 4
-    # Tables 1, 2, 3, 9, 10, 11 and 12, 4, 5, 8, 13, the §4.3 text numbers; then the summary page
-    assert jobs["build_table"] == 12 and jobs["render_notebook"] == 12 and jobs["render_summary"] == 1
+    # Tables 1, 2, 3, 9, 10, 11 and 12, 7, 4, 5, 8, 13, the §4.3 text numbers; then the summary page
+    assert jobs["build_table"] == 13 and jobs["render_notebook"] == 13 and jobs["render_summary"] == 1
     # Table 3 right: projector (4 datasets), LoRA (3; ImageNet diverged in the paper), Q-Former (4);
     # §4.3 ImageNet + LLaVA mix (1); Table 4 captions (3)
     assert jobs["finetune"] == 4 + 3 + 4 + 1 + 3 and jobs["build_instruction_mix"] == 1
     # API models: Table 1 (3 x 4 x 2) + Table 12 GPT-4 fixed order and CoT (2 x 4) + Table 5 (3) + captions (3)
     assert jobs["api_generate"] == 24 + 8 + 3 + 3
     # Table 8: 10 models rescored; Table 5: ImageWikiQA from the pinned file + 2 naive baselines; Table 13
-    assert jobs["rescore_synonyms"] == 10 and jobs["build_mcq_manifest"] == 1 and jobs["score_baseline"] == 2
+    # Table 7: the statistics of 4 manifests
+    assert jobs["rescore_synonyms"] == 10 and jobs["build_mcq_manifest"] == 1 and jobs["score_baseline"] == 2 + 4
     assert jobs["lmms_eval"] == 2 * 4
     assert jobs["download_upstream_file"] == 3 * 2 + 1 + 2  # manifests + class lists, ImageWikiQA, synonyms
 
@@ -159,7 +160,7 @@ def test_demo_dry_run_plans_the_whole_dag(tmp_path):
     assert jobs["clip_zero_shot"] == 2 + 4 and jobs["build_tiny_model"] == 5
     assert jobs["finetune"] == 3 + 3 and jobs["build_instruction_mix"] == 1 and jobs["make_synthetic_questions"] == 1
     assert jobs["loglik"] == 2 and jobs["extract_features"] == 3 and jobs["probe"] == 12
-    assert jobs["correlate_frequency"] == 6 and jobs["build_table"] == 10 and jobs["rescore_synonyms"] == 4
+    assert jobs["correlate_frequency"] == 6 and jobs["build_table"] == 11 and jobs["rescore_synonyms"] == 4
     assert "download_model" not in jobs and "download_upstream_file" not in jobs  # nothing of config.yaml leaks in
 
 
@@ -183,6 +184,8 @@ def test_demo_report_holds_table1(demo_run):
         ("table5", ["ImageWikiQA", "random fallbacks", "Naive Baselines: w/ GT Class", "by construction"]),
         ("table8", ["with synonyms", "without synonyms"]),
         ("table4", ["Fine-tuned: Captioning Data", "Zero-shot (no fine-tuning)"]),
+        ("table7", ["n_validation_images", "n_classes"]),
+        ("section4", ["projector fine-tuned on ImageNet 1.28M + LLaVA 665K"]),
     ],
 )
 def test_demo_renders_every_table_page(demo_run, table, expected):
@@ -214,6 +217,16 @@ def test_demo_imagewikiqa_runs_every_model_and_the_baselines(demo_run):
     assert prompt.endswith("ASSISTANT:ASSISTANT: Let's think step by step. ")  # quirk Q17
     mix = json.loads((demo_run / "results/finetune/tiny-llava-mix-shapes36/mix.report.json").read_text())
     assert mix["n_classification"] == 72 and mix["n_text_only"] == mix["n_corpus"] > 0
+
+
+def test_demo_dataset_statistics_count_the_manifest(demo_run):
+    import pandas as pd
+
+    table = pd.read_csv(demo_run / "results/tables/table7.csv").set_index(["dataset", "metric"])["ours"]
+    spec = DEMO_CONFIG["datasets"]["shapes36"]["synthetic"]
+    assert table["shapes36", "n_train_images"] == spec["n_classes"] * spec["train_per_class"]
+    assert table["shapes36", "n_validation_images"] == spec["n_classes"] * spec["test_per_class"]
+    assert table["shapes36", "n_classes"] == spec["n_classes"]
 
 
 def test_demo_summary_lists_every_paper_table_and_what_is_missing(demo_run):

@@ -137,8 +137,10 @@ def check_config(config: dict) -> None:
                 for model in group["models"]:
                     family = models.get(model, {}).get("family")
                     if family == "baseline":
-                        if not all("mcq" in datasets.get(d, {}) for d in group["datasets"]):
-                            errors.append(f"{where}: baseline {model!r} needs multiple-choice datasets")
+                        wants_mcq = models[model].get("baseline") != "dataset_statistics"
+                        if not all(("mcq" in datasets.get(d, {})) == wants_mcq for d in group["datasets"]):
+                            kind_needed = "multiple-choice" if wants_mcq else "classification"
+                            errors.append(f"{where}: baseline {model!r} needs {kind_needed} datasets")
                         continue
                     if family == "api" and kind != "generate":
                         errors.append(f"{where}: setting {setting!r} ({kind}) cannot run API model {model!r}")

@@ -86,6 +86,18 @@ def read_manifest(path, classes: list[str]) -> list[dict]:
     return rows
 
 
+def dataset_statistics(rows: list[dict], classes: list[str], eval_split: str) -> dict:
+    """Table 7: training and evaluation images and classes of a manifest (every row, split "all")."""
+    return {
+        "n_train_images": sum(r["split"] == "train" for r in rows),
+        "n_validation_images": sum(r["split"] == eval_split for r in rows),
+        "n_classes": len(classes),
+        "n_unique_class_names": len(set(classes)),
+        "n_items": len(rows),
+        "n_evaluated": len(rows),
+    }
+
+
 def resolve_image(image: str, prefix: str, image_root) -> Path:
     if not image.startswith(prefix):
         raise ManifestError(f"image path {image!r} does not start with the configured prefix {prefix!r}")

@@ -127,10 +127,14 @@ def correlate_frequency(input, output, params, log) -> None:
 
 
 def score_baseline(input, output, params, log) -> None:
+    from .datasets import dataset_statistics
     from .imagewikiqa import baselines
 
     with _logged(log[0]) as out:
-        result = baselines(read_jsonl(input[0]))[params.baseline]
+        if params.baseline == "dataset_statistics":
+            result = dataset_statistics(read_jsonl(input.rows), read_json(input.classes), params.eval_split)
+        else:
+            result = baselines(read_jsonl(input.rows))[params.baseline]
         write_json(output[0], result)
         print(result, file=out)
 

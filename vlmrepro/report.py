@@ -63,6 +63,7 @@ TITLES = {
     "table10": "Table 10 — probe accuracy by token position (LLaVA1.5-7B, Flowers102)",
     "table11": "Figure 3 / Table 11 — class frequency in the training data vs per-class accuracy",
     "table12": "Table 12 — GPT-4 vs LLaVA: prompt variations (base, fixed / random label order, chain-of-thought)",
+    "table7": "Table 7 — dataset statistics (images per split, classes)",
     "table4": "Table 4 — fine-tuning on captions vs classification data",
     "table5": "Table 5 — ImageWikiQA: knowledge questions that need the object recognised",
     "table8": "Table 8 — ImageNet open-world accuracy with synonyms",
@@ -73,7 +74,7 @@ TITLES = {
 
 def coverage(tables_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per paper table: its numbers, how many are configured, computed and compared, mean |Δ|;
-    every paper number without a computed value of ours, with the reason)."""
+    one row per number of the paper with ours beside it, Δ, and for the ones not computed the reason)."""
     from .paper import load_paper_results
 
     paper = load_paper_results()
@@ -96,8 +97,9 @@ def coverage(tables_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
         compared=("delta", lambda v: int(v.notna().sum())),
         mean_abs_delta=("delta", lambda v: round(float(v.abs().mean()), 1) if v.notna().any() else None),
     )
-    missing = merged[merged["ours"].isna()][["table", "model", "dataset", "setting", "metric", "value", "reason"]]
-    return overview.reset_index(), missing.rename(columns={"value": "paper"})
+    merged["reason"] = merged["reason"].where(merged["ours"].isna(), "")
+    cells = merged[["table", "model", "dataset", "setting", "metric", "value", "ours", "delta", "reason"]]
+    return overview.reset_index(), cells.rename(columns={"value": "paper"}).reset_index(drop=True)
 
 
 def table_summary(frame: pd.DataFrame) -> str:
