@@ -157,3 +157,21 @@ def test_demo_questions_need_the_class_and_name_it_only_in_the_gt_variant():
         )
     assert all(len(answers) == 1 for q in by_question.values() for answers in q.values())
     assert all(len({min(a) for a in q.values()}) > 1 for q in by_question.values())
+
+
+def test_table_cell_shows_the_random_fallbacks_beside_the_accuracy():
+    from vlmrepro.paper import load_paper_results
+    from vlmrepro.tables import build_table
+
+    cell = {
+        "model": "llava-1.5-7b", "paper_model": "LLaVA1.5-7B", "dataset": "imagewikiqa", "paper_dataset": "imagewikiqa",
+        "setting": "imagewikiqa", "paper_setting": "Public VLM",
+        "score": {"accuracy": 40.0, "n_random_fallback": 12, "n_evaluated": 1999, "n_items": 2000,
+                  "not_evaluated": {"skipped_image": 1}},
+    }  # fmt: skip
+    not_reproduced = [{"paper_model": "Human", "paper_setting": "Naive Baselines: w/ GT Class+Wiki", "reason": "humans"}]
+    frame = build_table([cell], load_paper_results(), "Table 5", not_reproduced)
+    row = frame.iloc[0]
+    assert (row.ours, row.paper, row.delta) == (40.0, 38.0, 2.0)
+    assert row.note == "1 image(s) skipped; 12 random fallback(s)"
+    assert frame.iloc[1].paper == 96.5 and frame.iloc[1].note == "not reproduced: humans"

@@ -57,6 +57,8 @@ def build_table(
         skipped = score.get("not_evaluated", {}).get("skipped_image")
         if ours is not None and skipped:
             note = f"{skipped} image(s) skipped"
+        if ours is not None and "n_random_fallback" in score:  # multiple-choice answers no letter was found in
+            note = "; ".join(filter(None, [note, f"{score['n_random_fallback']} random fallback(s)"]))
         rows.append(
             {
                 **{
