@@ -154,6 +154,21 @@ def planned_split_file(wildcards):
 # --- models and settings --------------------------------------------------------------------------------------
 
 
+SHARD = r"\d+-of-\d+"
+
+
+def parse_shard(shard):
+    index, count = shard.split("-of-")
+    return int(index), int(count)
+
+
+def shard_files(wildcards, suffix):
+    """Every shard of one output, in order (the shard count is the dataset's)."""
+    count = DATASETS[wildcards.dataset]["shards"]
+    folder = f"results/shards/{wildcards.model}/{wildcards.dataset}/{wildcards.setting}"
+    return [f"{folder}/{i}-of-{count}.{suffix}" for i in range(count)]
+
+
 def model_revision_param(model):
     entry = MODELS[model]
     if "finetuned" in entry:

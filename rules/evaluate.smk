@@ -2,32 +2,54 @@
 
 
 localrules:
+    gather_outputs,
     score,
     score_loglik,
     score_baseline,
     rescore_synonyms,
 
 
+# Generation is split into shards (datasets.<name>.shards) of whole batches, each a job of its own, and gathered.
 rule generate:
     input:
         queries="results/queries/{dataset}/{setting}.jsonl",
         model="models/{model}",
     output:
-        rows="results/outputs/{model}/{dataset}/{setting}.jsonl",
-        meta="results/outputs/{model}/{dataset}/{setting}.meta.json",
+        rows="results/shards/{model}/{dataset}/{setting}/{shard}.jsonl",
+        meta="results/shards/{model}/{dataset}/{setting}/{shard}.meta.json",
     log:
-        "logs/generate/{model}/{dataset}/{setting}.log",
+        "logs/generate/{model}/{dataset}/{setting}/{shard}.log",
     wildcard_constraints:
         model=one_of(VLM_MODELS),
         setting=one_of(GENERATE_SETTINGS),
+        shard=SHARD,
     conda:
         "../envs/models.yaml"
     resources:
         gpu=model_gpus,
     params:
         run=generation_params,
+        shard=lambda wc: parse_shard(wc.shard),
+        # finished batches, written ahead: a killed job's rerun recomputes only the batch in flight
+        cache="results/cache/generate/{model}/{dataset}/{setting}/{shard}.jsonl",
     script:
         "../scripts/generate.py"
+
+
+rule gather_outputs:
+    input:
+        rows=lambda wc: shard_files(wc, "jsonl"),
+        meta=lambda wc: shard_files(wc, "meta.json"),
+    output:
+        rows="results/outputs/{model}/{dataset}/{setting}.jsonl",
+        meta="results/outputs/{model}/{dataset}/{setting}.meta.json",
+    log:
+        "logs/gather_outputs/{model}/{dataset}/{setting}.log",
+    wildcard_constraints:
+        model=one_of(VLM_MODELS),
+        setting=one_of(GENERATE_SETTINGS),
+    run:
+        jobs.gather_outputs(input, output, log)
 
 
 rule clip_zero_shot:

@@ -285,7 +285,7 @@ def test_cache_rerun_sends_nothing(server, tmp_path):
     first, _, _ = run(model, queries, tmp_path)
     assert len(server.requests) == 3
     lines = [json.loads(line) for line in (tmp_path / "cache" / "responses.jsonl").read_text().splitlines()]
-    assert [set(line) for line in lines] == [{"key", "output", "model_reported"}] * 3
+    assert [set(line) for line in lines] == [{"key", "value"}] * 3  # value: [output, reported model]
 
     second, logs, _ = run(make_model(server, "anthropic"), queries, tmp_path)
     assert len(server.requests) == 3 and second == first

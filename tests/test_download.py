@@ -1,19 +1,26 @@
-"""Checksummed downloads, archive extraction (``vlmrepro/download.py``) and atomic output (``vlmrepro/io.py``).
+"""Checksummed downloads, archive extraction (``vlmrepro/download.py``), atomic output (``vlmrepro/io.py``) and hub
+access errors (``vlmrepro/hub.py``).
 
-Downloads use ``file://`` URLs to files made in ``tmp_path``: no network, and urllib handles them like any URL."""
+Downloads use ``file://`` URLs to files made in ``tmp_path``, or a local HTTP server where the connection itself
+matters: no network. A full disk is simulated by a file object that fails with ENOSPC."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import http.server
 import io
 import json
 import tarfile
+import threading
 import urllib.request
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import vlmrepro.io
 from vlmrepro import download
 from vlmrepro.download import ChecksumError, extract_archive, fetch, file_digest, parse_checksum, verify_checksum
 from vlmrepro.io import atomic_open, atomic_path, read_jsonl, write_json, write_jsonl, write_text
@@ -184,6 +191,251 @@ def test_fetch_malformed_checksum_fails_before_downloading(source, dest_dir, che
     with pytest.raises(ValueError):
         fetch(source.as_uri(), dest_dir / "out.bin", checksum, retries=1, backoff_s=0)
     assert list(dest_dir.iterdir()) == []
+
+
+# --- fetch: a connection dropped mid-body ------------------------------------------------------------------------
+
+
+class CuttingHandler(http.server.BaseHTTPRequestHandler):
+    """Serves PAYLOAD, but the first ``server.cut`` responses stop a third of the way in and close the connection:
+    with a Content-Length that promised all of it, or (``server.chunked``) without the closing chunk."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        whole = len(self.server.requests) > self.server.cut
+        body = PAYLOAD if whole else PAYLOAD[: len(PAYLOAD) // 3]
+        self.send_response(200)
+        self.send_header("Connection", "close")
+        if self.server.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(body), body) + (b"0\r\n\r\n" if whole else b""))
+        else:
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(body)
+        self.close_connection = True
+
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+
+@pytest.fixture(params=["content-length", "chunked"])
+def server(request, monkeypatch):
+    """A CuttingHandler server on 127.0.0.1; ``server.url`` is its file, ``server.requests`` what it was asked."""
+    monkeypatch.setenv("no_proxy", "*")  # a proxy from the environment must not answer for the local server
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CuttingHandler)
+    srv.requests, srv.cut, srv.chunked = [], 0, request.param == "chunked"
+    srv.url = f"http://127.0.0.1:{srv.server_port}/file.bin"
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join()
+
+
+def test_fetch_whole_body_over_http(server, dest_dir):
+    fetch(server.url, dest_dir / "out.bin", sha256(PAYLOAD), retries=1, backoff_s=0)
+    assert (dest_dir / "out.bin").read_bytes() == PAYLOAD
+
+
+def test_fetch_retries_a_cut_off_body(server, dest_dir):
+    server.cut = 1
+    dest = dest_dir / "out.bin"
+    fetch(server.url, dest, sha256(PAYLOAD), retries=3, backoff_s=0.01)
+    assert dest.read_bytes() == PAYLOAD
+    assert len(server.requests) == 2  # the cut is retried, not reported as a checksum mismatch
+    assert leftovers(dest_dir) == []
+
+
+def test_fetch_cut_off_every_time_keeps_nothing(server, dest_dir):
+    server.cut = 99
+    dest = dest_dir / "out.bin"
+    with pytest.raises(RuntimeError) as info:
+        fetch(server.url, dest, None, retries=2, backoff_s=0.01)  # no checksum: the short body alone must fail
+    assert server.url in str(info.value)
+    assert "2 attempts" in str(info.value)
+    if not server.chunked:
+        assert f"after {len(PAYLOAD) // 3} of {len(PAYLOAD)} bytes" in str(info.value)
+    assert len(server.requests) == 2
+    assert list(dest_dir.iterdir()) == []  # neither the destination nor a .part file
+
+
+# --- a full disk ----------------------------------------------------------------------------------------------
+
+
+class FullDisk:
+    """A file that takes ``room`` more characters (or bytes), then fails as a full disk does."""
+
+    def __init__(self, handle, room: int):
+        self.handle, self.room = handle, room
+
+    def write(self, data):
+        if len(data) > self.room:
+            self.handle.write(data[: self.room])
+            self.room = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+ROWS = [{"image": f"./data/X/{i}.jpg", "label": "cat"} for i in range(20)]
+
+
+def assert_full_disk_error(info, dest: Path) -> None:
+    assert info.value.errno == errno.ENOSPC
+    assert f"no space left on device while writing {dest}" in str(info.value)
+    assert isinstance(info.value.__cause__, OSError)  # the original error is kept
+
+
+@pytest.mark.parametrize("previous", [None, "previous complete file\n"], ids=["new", "existing"])
+@pytest.mark.parametrize("write", [write_jsonl, write_json], ids=["jsonl", "json"])
+def test_full_disk_names_the_output_and_keeps_no_partial_file(tmp_path, monkeypatch, write, previous):
+    dest = tmp_path / "out"
+    if previous:
+        dest.write_text(previous)
+    real_open = open
+    monkeypatch.setattr(vlmrepro.io, "open", lambda *a, **k: FullDisk(real_open(*a, **k), 100), raising=False)
+    with pytest.raises(OSError) as info:
+        write(dest, ROWS)
+    assert_full_disk_error(info, dest)
+    if previous:
+        assert dest.read_text() == previous  # the old file, not a truncated new one
+    else:
+        assert not dest.exists()
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("previous", [None, b"previous good copy"], ids=["new", "existing"])
+def test_fetch_full_disk_is_not_retried_and_keeps_nothing(source, dest_dir, monkeypatch, previous):
+    dest = dest_dir / "out.bin"
+    if previous:
+        dest.write_bytes(previous)
+    copies = []
+
+    def copy_until_full(src, dst, length):
+        copies.append(dst.name)
+        FullDisk(dst, 100).write(src.read(length))
+
+    monkeypatch.setattr(download.shutil, "copyfileobj", copy_until_full)
+    with pytest.raises(OSError) as info:
+        fetch(source.as_uri(), dest, sha256(PAYLOAD), retries=3, backoff_s=0)
+    assert_full_disk_error(info, dest)
+    assert len(copies) == 1  # waiting does not free the disk
+    if previous:
+        assert dest.read_bytes() == previous
+    else:
+        assert not dest.exists()
+    assert leftovers(dest_dir) == []
+
+
+# --- hub: missing credentials ---------------------------------------------------------------------------------
+
+GATED = "meta-llama/Llama-3.2-11B-Vision-Instruct"
+
+
+def hub_http_error(cls, status: int, url: str):
+    """``cls`` (a huggingface_hub HTTP error) as the hub client raises it for a ``status`` answer from ``url``."""
+    import httpx2  # the HTTP client of huggingface_hub 2.x
+
+    response = httpx2.Response(status, request=httpx2.Request("GET", url))
+    return cls(f"{status} Client Error. Cannot access repo at {url}.", response=response)
+
+
+def fake_hub(monkeypatch, error, failing: str) -> None:
+    """``HfApi.model_info`` or ``snapshot_download`` (``failing``) raises ``error``; the download first leaves a
+    file in its folder, as a download cut short would."""
+    import huggingface_hub
+
+    def model_info(self, repo_id, **kwargs):
+        if failing == "model_info":
+            raise error
+        return SimpleNamespace(sha="0" * 40, siblings=[SimpleNamespace(rfilename="model.safetensors")])
+
+    def snapshot_download(repo_id, *, local_dir, **kwargs):
+        Path(local_dir).mkdir(parents=True)
+        (Path(local_dir) / "config.json").write_text("{}")
+        raise error
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+
+
+@pytest.mark.parametrize("failing", ["snapshot_download", "model_info"])
+def test_gated_model_without_token_says_what_to_do(tmp_path, monkeypatch, failing):
+    from huggingface_hub.errors import GatedRepoError
+
+    from vlmrepro.hub import download_snapshot
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    fake_hub(monkeypatch, hub_http_error(GatedRepoError, 401, f"https://huggingface.co/{GATED}/resolve/x"), failing)
+    with pytest.raises(RuntimeError) as info:
+        download_snapshot(GATED, "main", tmp_path / "model")
+    message = str(info.value)
+    assert GATED in message and "is gated" in message
+    assert "HF_TOKEN is not set" in message
+    assert f"accept its licence at https://huggingface.co/{GATED}" in message
+    assert "export HF_TOKEN=" in message
+    assert list(tmp_path.iterdir()) == []  # neither the model folder nor its .part folder
+
+
+def test_gated_model_with_a_token_without_access(tmp_path, monkeypatch):
+    from huggingface_hub.errors import GatedRepoError
+
+    from vlmrepro.hub import download_snapshot
+
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
+    fake_hub(monkeypatch, hub_http_error(GatedRepoError, 403, f"https://huggingface.co/{GATED}"), "snapshot_download")
+    with pytest.raises(RuntimeError) as info:
+        download_snapshot(GATED, "main", tmp_path / "model")
+    assert "the token in HF_TOKEN has no access" in str(info.value)
+    assert f"https://huggingface.co/{GATED}" in str(info.value)
+    assert "hf_secret_value" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_private_or_missing_model_without_token(tmp_path, monkeypatch):
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from vlmrepro.hub import download_snapshot
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    error = hub_http_error(RepositoryNotFoundError, 401, "https://huggingface.co/api/models/a/b")
+    fake_hub(monkeypatch, error, "model_info")
+    with pytest.raises(RuntimeError) as info:
+        download_snapshot("a/b", "main", tmp_path / "model")
+    assert "a/b not found on the hub" in str(info.value)
+    assert "HF_TOKEN is not set" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gated_dataset_without_token_names_the_dataset_page(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError
+
+    from vlmrepro.hub import download_dataset_file
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    error = hub_http_error(GatedRepoError, 401, "https://huggingface.co/api/datasets/org/data")
+
+    def dataset_info(self, repo_id, **kwargs):
+        raise error
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", dataset_info)
+    with pytest.raises(RuntimeError) as info:
+        download_dataset_file("org/data", "train.jsonl", "main", tmp_path / "train.jsonl")
+    assert "dataset org/data is gated" in str(info.value)
+    assert "accept its licence at https://huggingface.co/datasets/org/data" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- extract_archive ------------------------------------------------------------------------------------------

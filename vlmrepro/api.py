@@ -19,11 +19,12 @@ import base64
 import hashlib
 import json
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
+
+from .cache import WriteAheadCache, cache_key
 
 PROVIDERS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
 GEMINI_FALLBACK_ENV = "GOOGLE_API_KEY"
@@ -178,36 +179,6 @@ def _media_type(path: str) -> str:
     return MEDIA_TYPES[suffix]
 
 
-class _ResponseCache:
-    """Append-only JSON Lines of successful responses, keyed by a hash of the full request."""
-
-    def __init__(self, path: str):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.entries: dict[str, tuple[str, str]] = {}
-        self._lock = threading.Lock()
-        data = self.path.read_bytes() if self.path.exists() else b""
-        for line in data.split(b"\n"):
-            try:
-                entry = json.loads(line)
-            except ValueError:  # a line cut short by a killed run, or garbage
-                continue
-            if isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("output"), str):
-                self.entries[entry["key"]] = (entry["output"], str(entry.get("model_reported", "")))
-        if data and not data.endswith(b"\n"):
-            with open(self.path, "ab") as handle:  # end the cut line so the next entry starts on its own
-                handle.write(b"\n")
-
-    def put(self, key: str, output: str, model_reported: str) -> None:
-        line = json.dumps({"key": key, "output": output, "model_reported": model_reported}, ensure_ascii=False) + "\n"
-        with self._lock:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
-            self.entries[key] = (output, model_reported)
-
-
 def _cache_key(model: ApiModel, text: str, image_sha256: str | None, media_type: str, call: int) -> str:
     request = {
         "provider": model.provider,
@@ -218,7 +189,7 @@ def _cache_key(model: ApiModel, text: str, image_sha256: str | None, media_type:
         "max_tokens": model.max_tokens,
         "call": call,
     }
-    return hashlib.sha256(json.dumps(request, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+    return cache_key(request)
 
 
 def run_api_generation(
@@ -245,7 +216,7 @@ def run_api_generation(
         raise ValueError(f"template {template!r} must contain {{question}}")
     if max_attempts < 1 or calls_per_item < 1:
         raise ValueError("max_attempts and calls_per_item must be at least 1")
-    cache = _ResponseCache(cache_path)
+    cache = WriteAheadCache(cache_path)
     label = f"{model.provider}/{model.model}"
 
     def request(item: Any, text: str, image: bytes | None, mime: str) -> tuple[tuple[str, str] | ApiError, int]:
@@ -284,8 +255,8 @@ def run_api_generation(
                     reason = str(result)[:REASON_CHARS]
                     log(f"{label}: item {query['item']}: api_error after {n} request(s): {reason}")
                     return {**record, "status": "api_error", "reason": reason}, sent
-                answer = result
-                cache.put(key, *answer)  # written ahead, before anything else happens to this item
+                answer = list(result)
+                cache.put(key, answer)  # written ahead, before anything else happens to this item
         output, reported = answer
         return {**record, "status": "ok", "output": output, "pred": output, "model_reported": reported}, sent
 

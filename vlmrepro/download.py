@@ -1,13 +1,15 @@
 """Downloads with checksum verification, retries and atomic placement.
 
 Checksums are written ``"<algorithm>:<hex digest>"`` (``sha256:…`` for the upstream files, ``md5:…`` where the
-dataset host only publishes MD5). A file is moved to its destination only after its checksum matched, so an
-interrupted or corrupted download never looks finished.
+dataset host only publishes MD5). A file is moved to its destination only after its length (Content-Length) and
+checksum matched, so an interrupted or corrupted download never looks finished.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import http.client
 import shutil
 import tarfile
 import time
@@ -52,8 +54,9 @@ def verify_checksum(path, checksum: str, source: str = "") -> None:
 def fetch(
     url: str, dest, checksum: str | None, retries: int = 3, backoff_s: float = 2.0, timeout_s: float = 120
 ) -> Path:
-    """Download ``url`` to ``dest`` and verify it. Transient errors are retried; a checksum mismatch is not.
-    ``checksum=None`` is for URLs that pin their content themselves (a gist raw URL at a revision)."""
+    """Download ``url`` to ``dest`` and verify it. Transient errors (a dropped connection included) are retried; a
+    checksum mismatch and a full disk are not. ``checksum=None`` is for URLs that pin their content themselves (a
+    gist raw URL at a revision)."""
     dest = Path(dest)
     if checksum is not None:
         parse_checksum(checksum)
@@ -62,17 +65,28 @@ def fetch(
         try:
             with atomic_path(dest) as tmp:
                 with urllib.request.urlopen(url, timeout=timeout_s) as response, open(tmp, "wb") as out:
-                    shutil.copyfileobj(response, out, CHUNK)
+                    _copy_body(response, out)
                 if checksum is not None:
                     verify_checksum(tmp, checksum, source=url)
             return dest
         except ChecksumError:
             raise
-        except OSError as err:  # URLError, connection resets, timeouts
+        except (OSError, http.client.IncompleteRead) as err:  # URLError, resets, timeouts, cut-off bodies
+            if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+                raise  # retrying cannot free the disk; atomic_path named the destination
             last_error = err
             if attempt < retries:
                 time.sleep(backoff_s * attempt)
     raise RuntimeError(f"download of {url} failed after {retries} attempts: {last_error}")
+
+
+def _copy_body(response, out) -> None:
+    """Copy the body and check it against Content-Length: urllib ends a plain body cut short by a dropped
+    connection as if it were complete (only chunked bodies raise IncompleteRead)."""
+    expected = response.headers.get("Content-Length")
+    shutil.copyfileobj(response, out, CHUNK)
+    if expected is not None and out.tell() != int(expected):
+        raise ConnectionError(f"connection closed after {out.tell()} of {expected} bytes")
 
 
 def extract_archive(archive, dest_dir) -> None:

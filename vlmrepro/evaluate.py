@@ -12,6 +12,7 @@ from typing import Callable
 
 from PIL import Image
 
+from .cache import cache_key
 from .datasets import first_indices
 from .prompts import extract_answer, render
 
@@ -31,6 +32,16 @@ def chunks(seq: list, size: int):
         yield seq[i : i + size]
 
 
+def shard_slice(n_items: int, batch_size: int, index: int, count: int) -> slice:
+    """Items of shard ``index`` of ``count``: whole batches (blocks of ``batch_size`` items by position), so every
+    batch is the same whatever the shard count and the gathered outputs are byte-identical."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index} of {count} does not exist")
+    blocks = -(-n_items // batch_size)
+    start, stop = blocks * index // count, blocks * (index + 1) // count
+    return slice(start * batch_size, min(stop * batch_size, n_items))
+
+
 def run_generation(
     vlm,
     queries: list[dict],
@@ -40,21 +51,36 @@ def run_generation(
     batch_size: int,
     revision: str,
     log: Callable[[str], None] = print,
+    cache=None,
+    cache_context: dict | None = None,
 ) -> list[dict]:
+    """Generate in fixed blocks of ``batch_size`` queries (by position), skipping items that cannot be evaluated.
+
+    With a ``WriteAheadCache``, each finished batch is appended to it before the next starts and items already in
+    it are not recomputed: a killed job's rerun loses at most the batch in flight. Keys combine ``cache_context``
+    (model, revision, settings, protocol) with the item and its rendered prompt."""
     prompts = [render(template, q["question"]) for q in queries]
     records = [{**base_record(q, revision), "prompt": p} for q, p in zip(queries, prompts)]
+    keys = [cache_key(cache_context, q["item"], q["row"], q["image"], p) for q, p in zip(queries, prompts)]
     budget = vlm.max_context - max_new_tokens
-    todo = []
+    todo, cached = set(), 0
     for i, (query, lower_bound) in enumerate(zip(queries, vlm.prompt_token_lower_bounds(prompts))):
         if "skip" in query:
             records[i].update(status="skipped_image", reason=query["skip"])
+        elif cache is not None and keys[i] in cache:
+            records[i].update(cache.get(keys[i]))
+            cached += 1
         elif lower_bound > budget:
             records[i].update(status="context_overflow", reason=_overflow_reason(lower_bound, max_new_tokens, vlm))
         else:
-            todo.append(i)
-    log(f"{len(todo)} of {len(queries)} items to generate ({len(queries) - len(todo)} not evaluable)")
+            todo.add(i)
+    log(f"{len(todo)} of {len(queries)} items to generate ({cached} from the cache, "
+        f"{len(queries) - len(todo) - cached} not evaluable)")
     start, done = time.time(), 0
-    for batch in chunks(todo, batch_size):
+    for block in chunks(range(len(queries)), batch_size):
+        batch = [i for i in block if i in todo]
+        if not batch:
+            continue
         images = [load_rgb(queries[i]["path"]) for i in batch]
         inputs = vlm.encode(images, [prompts[i] for i in batch])
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
@@ -62,16 +88,25 @@ def run_generation(
         for k, n in enumerate(lengths):
             if n > budget:
                 records[batch[k]].update(status="context_overflow", reason=_overflow_reason(n, max_new_tokens, vlm))
+        finished = list(batch)
         if len(fits) < len(batch):
-            if not fits:
-                continue
             batch, images = [batch[k] for k in fits], [images[k] for k in fits]
-            inputs = vlm.encode(images, [prompts[i] for i in batch])
-        for i, text in zip(batch, vlm.generate(inputs, max_new_tokens)):
-            records[i].update(status="ok", output=text, pred=extract_answer(text, answer_marker))
-        done += len(batch)
+            inputs = vlm.encode(images, [prompts[i] for i in batch]) if batch else None
+        if batch:
+            for i, text in zip(batch, vlm.generate(inputs, max_new_tokens)):
+                records[i].update(status="ok", output=text, pred=extract_answer(text, answer_marker))
+        if cache is not None:  # written ahead: this batch is never computed again
+            cache.put_many({keys[i]: _computed(records[i]) for i in finished})
+        done += len(finished)
         log(f"generated {done}/{len(todo)} ({done / max(time.time() - start, 1e-9):.2f} items/s)")
     return records
+
+
+COMPUTED_FIELDS = ("status", "reason", "output", "pred")
+
+
+def _computed(record: dict) -> dict:
+    return {k: record[k] for k in COMPUTED_FIELDS if k in record}
 
 
 def _overflow_reason(n_tokens: int, max_new_tokens: int, vlm) -> str:

@@ -15,27 +15,26 @@ FALLBACK_PATTERNS = ["*.bin", "*.pt", "*.pth"]
 def download_snapshot(repo_id: str, revision: str, out_dir, token_env: str = "HF_TOKEN") -> str:
     """Download ``repo_id`` at ``revision`` into ``out_dir`` (atomically) and return the resolved commit."""
     from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     token = os.environ.get(token_env) or None
     try:
-        info = HfApi().model_info(repo_id, revision=revision, token=token)
-        files = [s.rfilename for s in info.siblings or []]
-        patterns = ALLOW_PATTERNS + ([] if any(f.endswith(".safetensors") for f in files) else FALLBACK_PATTERNS)
-        snapshot_download(repo_id, revision=info.sha, local_dir=tmp, allow_patterns=patterns, token=token)
-    except GatedRepoError:
-        raise RuntimeError(f"{repo_id} is gated: accept its licence on the hub and export {token_env}") from None
-    except RepositoryNotFoundError:
-        raise RuntimeError(f"{repo_id} not found on the hub (or private without {token_env} set)") from None
-    except Exception as err:  # offline mode, network errors, unknown revision
-        raise RuntimeError(f"could not download {repo_id}@{revision}: {type(err).__name__}: {err}") from err
-    shutil.rmtree(tmp / ".cache", ignore_errors=True)
-    (tmp / "REVISION").write_text(info.sha + "\n")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+        try:
+            info = HfApi().model_info(repo_id, revision=revision, token=token)
+            files = [s.rfilename for s in info.siblings or []]
+            patterns = ALLOW_PATTERNS + ([] if any(f.endswith(".safetensors") for f in files) else FALLBACK_PATTERNS)
+            snapshot_download(repo_id, revision=info.sha, local_dir=tmp, allow_patterns=patterns, token=token)
+        except Exception as err:  # offline mode, network errors, unknown revision, no access
+            page = f"https://huggingface.co/{repo_id}"
+            raise _hub_error(err, repo_id, f"{repo_id}@{revision}", page, token_env, token) from err
+        shutil.rmtree(tmp / ".cache", ignore_errors=True)
+        (tmp / "REVISION").write_text(info.sha + "\n")
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # what a failed download left; gone already after the rename
     return info.sha
 
 
@@ -52,7 +51,36 @@ def download_dataset_file(repo_id: str, filename: str, revision: str, dest, toke
             cached = hf_hub_download(repo_id, filename, repo_type="dataset", revision=sha, token=token)
             shutil.copyfile(cached, tmp)
     except Exception as err:
-        raise RuntimeError(
-            f"could not download {filename} of dataset {repo_id}@{revision}: {type(err).__name__}: {err}"
-        ) from err
+        page = f"https://huggingface.co/datasets/{repo_id}"
+        what = f"{filename} of dataset {repo_id}@{revision}"
+        raise _hub_error(err, f"dataset {repo_id}", what, page, token_env, token) from err
     return sha
+
+
+def _hub_error(err: Exception, repo: str, what: str, page: str, token_env: str, token: str | None) -> RuntimeError:
+    """Say what to do about missing access in terms of ``token_env``, the variable this workflow reads (the hub's
+    own message does not mention it); other errors keep their type and message."""
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    if isinstance(err, GatedRepoError):
+        if token:
+            return RuntimeError(
+                f"{repo} is gated and the token in {token_env} has no access to it: accept its licence at {page} "
+                "with the account that token belongs to (or wait until the request is approved)"
+            )
+        return RuntimeError(
+            f"{repo} is gated and {token_env} is not set: accept its licence at {page}, then "
+            f"export {token_env}=<a read token of that account> (https://huggingface.co/settings/tokens)"
+        )
+    unauthorised = isinstance(err, HfHubHTTPError) and err.response.status_code == 401
+    if isinstance(err, RepositoryNotFoundError) or unauthorised:
+        if token:
+            return RuntimeError(
+                f"{repo} not found on the hub, or private and the token in {token_env} cannot see it "
+                "(or is no longer valid)"
+            )
+        return RuntimeError(
+            f"{repo} not found on the hub, or private or gated and {token_env} is not set: check {page}, "
+            f"and export {token_env}=<a read token> if it needs one"
+        )
+    return RuntimeError(f"could not download {what}: {type(err).__name__}: {err}")

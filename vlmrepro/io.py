@@ -7,6 +7,7 @@ job never leaves a half-written file that Snakemake (or a rerun) would take as f
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -16,7 +17,8 @@ from typing import Iterable, Iterator
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it onto ``path``, on error delete it."""
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``, on error delete it. A full disk
+    is reported with ``path`` named: the bare ENOSPC error names no file, or only the temporary one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
@@ -25,6 +27,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on device while writing {path}") from err
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

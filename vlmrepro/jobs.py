@@ -51,6 +51,18 @@ def plan_queries(input, output, params, log) -> None:
         print(f"{len(queries)} queries", file=out)
 
 
+def gather_outputs(input, output, log) -> None:
+    """Shards in order: their rows concatenated (byte-identical to one job's), their settings and timings merged."""
+    with _logged(log[0]) as out:
+        rows = [row for path in input.rows for row in read_jsonl(path)]
+        metas = [read_json(path) for path in input.meta]
+        merged = {k: v for k, v in metas[0].items() if k not in ("shard", "items", "seconds")}
+        merged.update(shards=len(metas), seconds=round(sum(m["seconds"] for m in metas), 2))
+        write_jsonl(output.rows, rows)
+        write_json(output.meta, merged)
+        print(f"{len(rows)} rows from {len(metas)} shard(s)", file=out)
+
+
 def score(input, output, params, log) -> None:
     from .imagewikiqa import score_mcq
     from .scoring import score_outputs

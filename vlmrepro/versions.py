@@ -3,7 +3,7 @@ reruns exactly the results it affects (lm-evaluation-harness style). Kept in thi
 parsing the workflow does not import torch."""
 
 QUERIES = 2  # 2: queries carry the row's split (and ImageNet label_idx) for feature extraction
-GENERATION = 1
+GENERATION = 2  # 2: batches are fixed blocks of items by position (shard- and resume-invariant)
 CLIP = 1
 SCORING = 1
 LOGLIK = 1
