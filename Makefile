@@ -6,7 +6,7 @@ CORES ?= 2
 # Snakemake's shell rules (papermill) need the environment's executables on PATH.
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: venv demo test paper paper-dry-run lint clean-demo
+.PHONY: venv demo test paper paper-dry-run estimate lint clean-demo
 
 venv: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ paper: venv
 
 paper-dry-run: venv
 	$(RUN) $(BIN)/snakemake -n
+
+# jobs per rule and their GPU hours, before anything runs (extra snakemake arguments: ARGS="--configfile ...")
+estimate: venv
+	$(RUN) $(BIN)/python -m vlmrepro.estimate $(ARGS)
 
 lint: venv
 	$(RUN) $(BIN)/snakemake --lint

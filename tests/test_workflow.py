@@ -32,7 +32,8 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     # Table 2: 2 VLMs x (3 more wordings x 4 datasets + fixed order and CoT x 3 datasets) = 36
     # Table 9: 2 VLMs x 4 K x 4 datasets = 32
     # Table 5: 7 VLMs + LLaVA w/ GT class + 2 fine-tuned; Table 4: 3 caption-tuned models
-    assert jobs["generate"] == 49 + 36 + 32 + 11 + 10 + 3 + 1  # + the fine-tuned models' evaluations (+ §4.3)
+    assert jobs["gather_outputs"] == 49 + 36 + 32 + 11 + 10 + 3 + 1  # + the fine-tuned models' evaluations (+ §4.3)
+    assert jobs["generate"] == 1000  # each output generated in shards (datasets.<name>.shards)
     # Table 1: 2 CLIPs x 4 datasets; Table 9: CLIP-L x 4 K x 4 datasets
     assert jobs["clip_zero_shot"] == 8 + 16
     assert jobs["download_model"] == 9
@@ -62,9 +63,26 @@ def test_paper_without_api_models_plans_no_api_job(tmp_path):
     assert jobs["finetune"] == 4 + 3 + 4 + 1  # the caption recipe needs GPT-4 captions: not run either
 
 
+def test_gpu_hour_estimate_prices_the_paper_before_anything_runs(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlmrepro.estimate", "--directory", str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    lines = proc.stdout.splitlines()
+    assert lines[-1].startswith("GPU hours on one NVIDIA H200")
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:-1] if line and line[0].isalpha()}
+    # ImageNet generation is 25 shards per (model, setting); every row of a GPU rule has jobs, items and hours
+    assert int(rows["generate"][0]) > 142 * 5 and float(rows["generate"][2]) > 100
+    assert float(rows["finetune"][2]) > float(rows["clip_zero_shot"][2]) > 0
+    assert rows["score"][1:] == ["-", "-"]  # CPU bookkeeping costs no GPU time
+    assert float(rows["total"][1]) == pytest.approx(sum(float(v[2]) for v in rows.values() if v[2:] and v[2] != "-"), abs=0.5)
+
+
 def test_slurm_profile_plans_gpu_jobs(tmp_path):
     proc = snakemake("--profile", str(REPO / "profiles" / "slurm"), "-n", workdir=tmp_path)
-    assert planned_jobs(proc.stdout)["generate"] == 142
+    assert planned_jobs(proc.stdout)["generate"] == 1000  # 142 outputs, ImageNet's in 25 shards and others in 2-4
     finetune_block = re.search(r"rule finetune:\n(.*?)\n\n", proc.stdout, re.S)[1]
     assert "gpu=4" in finetune_block
     generate_block = re.search(r"rule generate:\n(.*?)\n\n", proc.stdout, re.S)[1]
