@@ -1,6 +1,7 @@
 # Helpers shared by every stage: configuration checks, registries split by kind, input and params functions.
 import os
 import re
+from types import SimpleNamespace
 
 from snakemake.utils import validate
 
@@ -58,6 +59,7 @@ SYNTHETIC_DATASETS = [k for k, d in DATASETS.items() if "synthetic" in d]
 MCQ_DATASETS = [k for k, d in DATASETS.items() if "mcq" in d]  # ImageWikiQA-style multiple-choice sets
 RESCORE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "rescore"]
 BENCHMARK_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "benchmark"]
+ROBUSTNESS_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "robustness"]
 BENCHMARK_DATASETS = [k for k, d in DATASETS.items() if "benchmark" in d]  # evaluated by an external harness
 CLASSIFICATION_DATASETS = [k for k in DATASETS if k not in MCQ_DATASETS + BENCHMARK_DATASETS]
 BUILT_DATASETS = [k for k, d in DATASETS.items() if d.get("manifest", {}).get("build")]
@@ -367,6 +369,13 @@ def baseline_inputs(wildcards):
             "classes": f"results/data/{wildcards.dataset}/classes.json",
         }
     return {"rows": planned_split_of(wildcards.dataset)}
+
+
+def source_wildcards(wildcards):
+    """The wildcards of the setting a check or rescoring reads (its ``source``)."""
+    return SimpleNamespace(
+        model=wildcards.model, dataset=wildcards.dataset, setting=SETTINGS[wildcards.setting]["source"]
+    )
 
 
 def mcq_params(wildcards):

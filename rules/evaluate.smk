@@ -134,6 +134,30 @@ rule score:
         jobs.score(input, output, params, log)
 
 
+rule check_invariance:
+    input:
+        queries=lambda wc: f"results/queries/{wc.dataset}/{SETTINGS[wc.setting]['source']}.jsonl",
+        outputs=lambda wc: f"results/outputs/{wc.model}/{wc.dataset}/{SETTINGS[wc.setting]['source']}.jsonl",
+        model="models/{model}",
+    output:
+        "results/scores/{model}/{dataset}/{setting}.json",
+    log:
+        "logs/check_invariance/{model}/{dataset}/{setting}.log",
+    wildcard_constraints:
+        model=one_of(VLM_MODELS),
+        setting=one_of(ROBUSTNESS_SETTINGS),
+    conda:
+        "../envs/models.yaml"
+    resources:
+        gpu=model_gpus,
+    params:
+        run=lambda wc: generation_params(source_wildcards(wc)),
+        subset=lambda wc: SETTINGS[wc.setting]["limit"],
+        work_dir="results/robustness/{model}/{dataset}/{setting}",
+    script:
+        "../scripts/check_invariance.py"
+
+
 rule score_baseline:
     input:
         unpack(baseline_inputs),

@@ -40,8 +40,9 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     assert jobs["build_imagenet_manifest"] == 1
     assert jobs["loglik"] == 8 and jobs["extract_features"] == 16 + 1 and jobs["probe"] == 34  # + Table 10 positions
     assert jobs["download_corpus"] == 2 and jobs["correlate_frequency"] == 8 + 4 + 4
-    # Tables 1, 2, 3, 9, 10, 11 and 12, 7, 4, 5, 8, 13, the §4.3 text numbers; then the summary page
-    assert jobs["build_table"] == 13 and jobs["render_notebook"] == 13 and jobs["render_summary"] == 1
+    # Tables 1, 2, 3, 9, 10, 11 and 12, 7, 4, 5, 8, 13, the §4.3 text numbers, robustness; then the summary page
+    assert jobs["build_table"] == 14 and jobs["render_notebook"] == 14 and jobs["render_summary"] == 1
+    assert jobs["check_invariance"] == 2
     # Table 3 right: projector (4 datasets), LoRA (3; ImageNet diverged in the paper), Q-Former (4);
     # §4.3 ImageNet + LLaVA mix (1); Table 4 captions (3)
     assert jobs["finetune"] == 4 + 3 + 4 + 1 + 3 and jobs["build_instruction_mix"] == 1
@@ -86,7 +87,8 @@ def test_slurm_profile_plans_gpu_jobs(tmp_path):
     finetune_block = re.search(r"rule finetune:\n(.*?)\n\n", proc.stdout, re.S)[1]
     assert "gpu=4" in finetune_block
     generate_block = re.search(r"rule generate:\n(.*?)\n\n", proc.stdout, re.S)[1]
-    assert "gpu=1" in generate_block and "slurm_partition=gpu" in generate_block
+    assert "gpu=1" in generate_block and "gpu_model=a100" in generate_block and "runtime=240" in generate_block
+    # partitions are picked from profiles/slurm/partitions.yaml by each job's request
 
 
 def test_lint_is_clean(tmp_path):
@@ -178,7 +180,7 @@ def test_demo_dry_run_plans_the_whole_dag(tmp_path):
     assert jobs["clip_zero_shot"] == 2 + 4 and jobs["build_tiny_model"] == 5
     assert jobs["finetune"] == 3 + 3 and jobs["build_instruction_mix"] == 1 and jobs["make_synthetic_questions"] == 1
     assert jobs["loglik"] == 2 and jobs["extract_features"] == 3 and jobs["probe"] == 12
-    assert jobs["correlate_frequency"] == 6 and jobs["build_table"] == 11 and jobs["rescore_synonyms"] == 4
+    assert jobs["correlate_frequency"] == 6 and jobs["build_table"] == 12 and jobs["rescore_synonyms"] == 4
     assert "download_model" not in jobs and "download_upstream_file" not in jobs  # nothing of config.yaml leaks in
 
 
@@ -235,6 +237,14 @@ def test_demo_imagewikiqa_runs_every_model_and_the_baselines(demo_run):
     assert prompt.endswith("ASSISTANT:ASSISTANT: Let's think step by step. ")  # quirk Q17
     mix = json.loads((demo_run / "results/finetune/tiny-llava-mix-shapes36/mix.report.json").read_text())
     assert mix["n_classification"] == 72 and mix["n_text_only"] == mix["n_corpus"] > 0
+
+
+def test_demo_results_are_batch_size_and_resume_invariant(demo_run):
+    import pandas as pd
+
+    table = pd.read_csv(demo_run / "results/tables/robustness.csv")
+    assert len(table) == 4 * 2 and (table["ours"] == 100.0).all() and (table["n_evaluated"] == 16).all()
+    assert "robustness.html" in (demo_run / "results/report/index.html").read_text()
 
 
 def test_demo_dataset_statistics_count_the_manifest(demo_run):

@@ -123,6 +123,12 @@ def check_config(config: dict) -> None:
                         if not datasets.get(dataset, {}).get("synonyms"):
                             errors.append(f"{where}: setting {setting!r} needs datasets.{dataset}.synonyms")
                     kind = "generate"
+                if kind == "robustness":
+                    source = settings[setting].get("source", "")
+                    if settings.get(source, {}).get("kind") != "generate":
+                        errors.append(f"settings.{setting}.source: {source!r} is not a generate setting")
+                        continue
+                    kind = "generate"
                 if kind == "benchmark":
                     for dataset in group["datasets"]:
                         if "benchmark" not in datasets.get(dataset, {}):

@@ -63,6 +63,7 @@ TITLES = {
     "table10": "Table 10 — probe accuracy by token position (LLaVA1.5-7B, Flowers102)",
     "table11": "Figure 3 / Table 11 — class frequency in the training data vs per-class accuracy",
     "table12": "Table 12 — GPT-4 vs LLaVA: prompt variations (base, fixed / random label order, chain-of-thought)",
+    "robustness": "Robustness — identical results at batch size 1 and after a resume (% of items)",
     "table7": "Table 7 — dataset statistics (images per split, classes)",
     "table4": "Table 4 — fine-tuning on captions vs classification data",
     "table5": "Table 5 — ImageWikiQA: knowledge questions that need the object recognised",
