@@ -164,11 +164,16 @@ def parse_shard(shard):
     return int(index), int(count)
 
 
-def shard_files(wildcards, suffix):
-    """Every shard of one output, in order (the shard count is the dataset's)."""
-    count = DATASETS[wildcards.dataset]["shards"]
-    folder = f"results/shards/{wildcards.model}/{wildcards.dataset}/{wildcards.setting}"
-    return [f"{folder}/{i}-of-{count}.{suffix}" for i in range(count)]
+def shard_files(wildcards, suffix, root="results/shards"):
+    """Every shard of one output, in order; ``suffix`` None for folders. Generation takes the dataset's shard count,
+    feature extraction its setting's (feature files are large: most datasets fit one)."""
+    setting = SETTINGS[wildcards.setting]
+    if setting["kind"] in ("features", "clip_features"):
+        count = setting["shards_by_dataset"].get(wildcards.dataset, 1)
+    else:
+        count = DATASETS[wildcards.dataset]["shards"]
+    folder = f"{root}/{wildcards.model}/{wildcards.dataset}/{wildcards.setting}"
+    return [f"{folder}/{i}-of-{count}" + (f".{suffix}" if suffix else "") for i in range(count)]
 
 
 def model_revision_param(model):

@@ -3,6 +3,7 @@
 
 localrules:
     gather_outputs,
+    gather_features,
     score,
     score_loglik,
     score_baseline,
@@ -95,6 +96,7 @@ rule loglik:
         gpu=model_gpus,
     params:
         run=loglik_params,
+        cache="results/cache/loglik/{model}/{dataset}/{setting}.jsonl",
     script:
         "../scripts/loglik.py"
 
@@ -195,25 +197,42 @@ rule rescore_synonyms:
         jobs.rescore_synonyms(input, output, params, log)
 
 
+# Features of every manifest row: datasets.<name>.shards jobs, each a run of whole feature files, then gathered.
 rule extract_features:
     input:
         queries="results/queries/{dataset}/{setting}.jsonl",
         classes="results/data/{dataset}/classes.json",
         model="models/{model}",
     output:
-        directory("results/features/{model}/{dataset}/{setting}"),
+        directory("results/shards/features/{model}/{dataset}/{setting}/{shard}"),
     log:
-        "logs/extract_features/{model}/{dataset}/{setting}.log",
+        "logs/extract_features/{model}/{dataset}/{setting}/{shard}.log",
     wildcard_constraints:
         setting=one_of(FEATURE_SETTINGS),
+        shard=SHARD,
     conda:
         "../envs/models.yaml"
     resources:
         gpu=model_gpus,
     params:
         run=feature_params,
+        shard=lambda wc: parse_shard(wc.shard),
+        cache="results/cache/extract_features/{model}/{dataset}/{setting}",
     script:
         "../scripts/extract_features.py"
+
+
+rule gather_features:
+    input:
+        lambda wc: shard_files(wc, None, "results/shards/features"),
+    output:
+        directory("results/features/{model}/{dataset}/{setting}"),
+    log:
+        "logs/gather_features/{model}/{dataset}/{setting}.log",
+    wildcard_constraints:
+        setting=one_of(FEATURE_SETTINGS),
+    run:
+        jobs.gather_features(input, output, log)
 
 
 rule probe:

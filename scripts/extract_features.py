@@ -4,7 +4,7 @@ import shutil
 from vlmrepro import features
 from vlmrepro.datasets import load_class_list
 from vlmrepro.io import read_jsonl
-from vlmrepro.models import ClipModel, VisionLanguageModel
+from vlmrepro.models import ClipModel, VisionLanguageModel, read_revision
 from vlmrepro.prompts import render
 from vlmrepro.smk import job_logging
 
@@ -13,12 +13,14 @@ with job_logging(snakemake):
     if run["family"] == "open_clip":
         clip = ClipModel(snakemake.input.model, run["dtype"], run["device"])
         encode = lambda images: (features.clip_features(clip, images), None)
+        settings = {"device": clip.device, "dtype": str(clip.dtype)}
     else:
         vlm, _ = VisionLanguageModel.for_job(snakemake.input.model, run)
         prompt = render(run["template"], run["question"])
         encode = lambda images: features.vlm_features(vlm, images, prompt, run["positions"])
+        settings = vlm.generation_settings()
     out = snakemake.output[0]
-    work = out + ".part"  # renamed onto the output only when every shard is written
+    work = out + ".part"  # renamed onto the output only when every file of this job is written
     shutil.rmtree(work, ignore_errors=True)
     features.extract(
         encode,
@@ -28,5 +30,9 @@ with job_logging(snakemake):
         work,
         run["batch_size"],
         run["shard_size"],
+        job=snakemake.params.shard,
+        # finished batches, written ahead: a killed job's rerun encodes only the batch in flight
+        cache_dir=snakemake.params.cache,
+        cache_context={**run, **settings, "model_revision": read_revision(snakemake.input.model)},
     )
     os.replace(work, out)

@@ -2,6 +2,7 @@ import time
 
 import numpy as np
 
+from vlmrepro.cache import WriteAheadCache
 from vlmrepro.datasets import load_class_list
 from vlmrepro.io import atomic_path, read_jsonl, write_json, write_jsonl
 from vlmrepro.loglik import run_loglik
@@ -22,6 +23,9 @@ with job_logging(snakemake):
         run["chunk"],
         revision,
         text_prior=run["text_prior"],
+        # each scored item, written ahead: a killed job's rerun scores only the unfinished items
+        cache=WriteAheadCache(snakemake.params.cache),
+        cache_context={**run, **vlm.generation_settings(), "model_revision": revision},
     )
     with atomic_path(snakemake.output.logprobs) as tmp:
         with open(tmp, "wb") as handle:

@@ -54,6 +54,53 @@ def test_clip_features_are_unit_norm(tiny_models, rows, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(data["features"], axis=1), 1, atol=1e-2)
 
 
+def test_feature_jobs_gather_byte_identically_and_a_killed_job_resumes(tiny_models, rows, tmp_path):
+    """Files written by 1 or 3 jobs and gathered are the same bytes; a job killed after two batches encodes only
+    the rest on its rerun, from the write-ahead log of finished batches."""
+    from types import SimpleNamespace
+
+    from vlmrepro.jobs import gather_features
+
+    vlm = VisionLanguageModel(tiny_models / "llava", "llava", device="cpu")
+    calls = []
+
+    def encode(images):
+        calls.append(len(images))
+        return features.vlm_features(vlm, images, "USER: <image>\nWhat?\nASSISTANT:", ["last", "avg"])
+
+    queries = plan_queries(rows, CLASSES, "What?", 1234, shuffle=True)
+    args = (queries, CLASSES, ["last", "avg"])
+
+    def run(folder, jobs, **kw):
+        parts = [tmp_path / f"{folder}-{j}" for j in range(jobs)]
+        for j, part in enumerate(parts):
+            features.extract(encode, *args, part, 2, 4, log=lambda _: None, job=(j, jobs), **kw)
+        out = tmp_path / folder
+        gather_features([str(p) for p in parts], [str(out)], [str(tmp_path / f"{folder}.log")])
+        return {f.name: f.read_bytes() for f in sorted(out.iterdir())}
+
+    one = run("one", 1)
+    assert run("three", 3) == one and list(one) == ["index.json", "shard-00000.npz", "shard-00001.npz", "shard-00002.npz"]
+
+    cache = tmp_path / "cache"
+    context = {"model": "tiny-llava"}
+
+    def killed_after_two_batches(images):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # SIGKILL stand-in: the job dies between batches
+        return encode(images)
+
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        features.extract(killed_after_two_batches, *args, tmp_path / "k", 2, 4, log=lambda _: None, cache_dir=cache, cache_context=context)
+    calls.clear()
+    assert run("resumed", 1, cache_dir=cache, cache_context=context) == one
+    assert sum(calls) == 9 - 4  # two batches of 2 came from the log
+    calls.clear()
+    run("other", 1, cache_dir=cache, cache_context={"model": "another"})
+    assert sum(calls) == 9  # another setting never reuses them
+
+
 def learnable(n_train=300, n_eval=90, dim=16, classes=4, seed=0):
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(classes, dim)) * 3

@@ -99,6 +99,17 @@ def test_run_loglik_records_and_text_prior(llava, tmp_path):
     result = score_loglik(records, arrays, text_prior_alphas=range(3))
     assert result["n_evaluated"] == 2 and "accuracy_cfg_text_prior" in result
 
+    # with a write-ahead cache a rerun scores nothing again and gives the same bytes
+    from vlmrepro.cache import WriteAheadCache
+
+    args = (llava, queries, CLASSES, template, "continuation", "What type of object is in this photo?", 4, "r")
+    cached = dict(cache=WriteAheadCache(tmp_path / "c.jsonl"), cache_context={"m": 1})
+    first = run_loglik(*args, log=lambda _: None, **cached)
+    logs = []
+    again = run_loglik(*args, log=logs.append, cache=WriteAheadCache(tmp_path / "c.jsonl"), cache_context={"m": 1})
+    assert logs[-1].endswith("(2 from the cache)") and again[0] == first[0]
+    assert again[1]["token_logprobs"].tobytes() == first[1]["token_logprobs"].tobytes()
+
 
 def test_scores_follow_the_upstream_formulas():
     # 2 classes: class 0 has 1 token, class 1 has 2 tokens; 3 images

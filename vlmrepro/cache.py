@@ -67,3 +67,41 @@ class WriteAheadCache:
 
     def put(self, key: str, value) -> None:
         self.put_many({key: value})
+
+
+class ArrayLog:
+    """Write-ahead log of batches of arrays too large for JSON (hidden-state features): each batch is appended as
+    consecutive ``np.save`` records and fsynced. ``read`` returns the complete batches; a batch cut short by a kill
+    is dropped and cut off the file, so the next append starts clean."""
+
+    def __init__(self, path, fields: tuple[str, ...]):
+        self.path, self.fields = Path(path), fields
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def read(self) -> list[dict]:
+        import numpy as np
+
+        batches, good = [], 0
+        if not self.path.is_file():
+            return batches
+        with open(self.path, "rb") as handle:
+            while True:
+                try:
+                    batch = {f: np.load(handle, allow_pickle=False) for f in self.fields}
+                except (ValueError, EOFError, OSError):  # end of file, or a record cut short
+                    break
+                batches.append(batch)
+                good = handle.tell()
+        if good != self.path.stat().st_size:
+            with open(self.path, "r+b") as handle:
+                handle.truncate(good)
+        return batches
+
+    def append(self, batch: dict) -> None:
+        import numpy as np
+
+        with open(self.path, "ab") as handle:
+            for field in self.fields:
+                np.save(handle, batch[field], allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .cache import ArrayLog, cache_key
 from .datasets import first_indices
 from .evaluate import chunks, load_rgb
 from .io import atomic_path, write_json
@@ -54,6 +55,27 @@ def clip_features(clip, images) -> np.ndarray:
     return clip.encode_images(pixels)[:, None, :].cpu().numpy()  # already L2-normalised; one "position"
 
 
+NPZ_FIELDS = ("features", "item", "row", "split", "class_index", "label_idx")
+
+
+def feature_files(n_items: int, shard_size: int, index: int = 0, count: int = 1) -> range:
+    """The feature files (``shard_size`` items each) that job ``index`` of ``count`` writes."""
+    files = -(-n_items // shard_size)
+    return range(files * index // count, files * (index + 1) // count)
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    """An .npz whose bytes depend only on the arrays (fixed zip timestamps), written atomically."""
+    import io
+    import zipfile
+
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for name in NPZ_FIELDS:
+            buffer = io.BytesIO()
+            np.save(buffer, arrays[name], allow_pickle=False)
+            archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buffer.getvalue())
+
+
 def extract(
     encode: Callable[[list], tuple[np.ndarray, list[int] | None]],
     queries: list[dict],
@@ -63,43 +85,81 @@ def extract(
     batch_size: int,
     shard_size: int,
     log: Callable[[str], None] = print,
+    job: tuple[int, int] = (0, 1),
+    cache_dir=None,
+    cache_context: dict | None = None,
 ) -> dict:
-    """Run ``encode`` over the queries (skipped images are left out) and write ``shard-XXXXX.npz`` files plus
-    ``index.json`` into ``out_dir``. Labels are upstream's ``classes.index(label)`` and ImageNet's ``label_idx``."""
+    """Run ``encode`` over the queries (skipped images are left out) and write this job's ``shard-XXXXX.npz``
+    files (of ``shard_size`` items, numbered over the whole run) plus ``index.json`` into ``out_dir``. Labels are
+    upstream's ``classes.index(label)`` and ImageNet's ``label_idx``.
+
+    With ``cache_dir``, every finished batch is appended to a write-ahead log first, so a killed job's rerun
+    encodes only the batch in flight (logs are keyed by ``cache_context`` and the file)."""
     first_index = first_indices(classes)
     todo = [q for q in queries if "skip" not in q]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shards, seq_lengths = [], []
-    for s, shard in enumerate(chunks(todo, shard_size)):
-        feats, lengths = [], []
-        for batch in chunks(shard, batch_size):
+    for s in feature_files(len(todo), shard_size, *job):
+        shard = todo[s * shard_size : (s + 1) * shard_size]
+        done: list[dict] = []
+        wal = None
+        if cache_dir is not None:
+            wal = ArrayLog(Path(cache_dir) / f"{cache_key(cache_context, s, shard_size)}.bin", ("item", "features", "length"))
+            done = wal.read()
+        n_done = sum(len(b["item"]) for b in done)
+        if [int(i) for b in done for i in b["item"]] != [q["item"] for q in shard[:n_done]]:
+            raise RuntimeError(f"{wal.path}: cached items do not match the planned order; delete it to recompute")
+        if n_done:
+            log(f"shard {s}: {n_done} items from the cache")
+        for batch in chunks(shard[n_done:], batch_size):
             f, n = encode([load_rgb(q["path"]) for q in batch])
-            feats.append(f.astype(np.float16))
-            lengths.extend(n or [])
+            record = {
+                "item": np.array([q["item"] for q in batch]),
+                "features": f.astype(np.float16),
+                "length": np.array(n if n else [-1] * len(batch)),
+            }
+            if wal is not None:
+                wal.append(record)
+            done.append(record)
         name = f"shard-{s:05d}.npz"
-        with atomic_path(out_dir / name) as tmp, open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                features=np.concatenate(feats),
-                item=np.array([q["item"] for q in shard]),
-                row=np.array([q["row"] for q in shard]),
-                split=np.array([q.get("split", "") for q in shard]),
-                class_index=np.array([first_index[q["label"]] for q in shard]),
-                label_idx=np.array([q.get("label_idx", -1) for q in shard]),
-            )
+        _save_npz(
+            out_dir / name,
+            {
+                "features": np.concatenate([b["features"] for b in done]),
+                "item": np.array([q["item"] for q in shard]),
+                "row": np.array([q["row"] for q in shard]),
+                "split": np.array([q.get("split", "") for q in shard]),
+                "class_index": np.array([first_index[q["label"]] for q in shard]),
+                "label_idx": np.array([q.get("label_idx", -1) for q in shard]),
+            },
+        )
         shards.append({"file": name, "n_items": len(shard)})
-        seq_lengths.extend(lengths)
+        seq_lengths.extend(int(n) for b in done for n in b["length"] if n >= 0)
         log(f"shard {s}: {len(shard)} items")
     index = {
         "positions": [str(p) for p in positions],
-        "n_items": len(todo),
-        "n_skipped": len(queries) - len(todo),
+        "n_items": sum(sh["n_items"] for sh in shards),
+        "n_skipped": len(queries) - len(todo) if job[0] == 0 else 0,
         "shards": shards,
         "sequence_length": {"min": min(seq_lengths), "max": max(seq_lengths)} if seq_lengths else None,
     }
     write_json(out_dir / "index.json", index)
     return index
+
+
+def merge_indexes(parts: list[dict]) -> dict:
+    """The index of a features directory gathered from the jobs' parts (in job order)."""
+    lengths = [p["sequence_length"] for p in parts if p["sequence_length"]]
+    return {
+        "positions": parts[0]["positions"],
+        "n_items": sum(p["n_items"] for p in parts),
+        "n_skipped": sum(p["n_skipped"] for p in parts),
+        "shards": [sh for p in parts for sh in p["shards"]],
+        "sequence_length": (
+            {"min": min(l["min"] for l in lengths), "max": max(l["max"] for l in lengths)} if lengths else None
+        ),
+    }
 
 
 def load(features_dir, position: str) -> dict[str, np.ndarray]:

@@ -63,6 +63,29 @@ def gather_outputs(input, output, log) -> None:
         print(f"{len(rows)} rows from {len(metas)} shard(s)", file=out)
 
 
+def gather_features(input, output, log) -> None:
+    """The jobs' feature files moved into one folder (they are numbered over the whole run) with one index."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from .features import merge_indexes
+
+    with _logged(log[0]) as out:
+        work = Path(output[0] + ".part")
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        parts = [read_json(Path(folder) / "index.json") for folder in input]
+        for folder, part in zip(input, parts):
+            for shard in part["shards"]:
+                os.link(Path(folder) / shard["file"], work / shard["file"])  # no copy of large files
+        index = merge_indexes(parts)
+        write_json(work / "index.json", index)
+        shutil.rmtree(output[0], ignore_errors=True)
+        os.replace(work, output[0])
+        print(f"{index['n_items']} items in {len(index['shards'])} files from {len(parts)} job(s)", file=out)
+
+
 def score(input, output, params, log) -> None:
     from .imagewikiqa import score_mcq
     from .scoring import score_outputs

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .cache import cache_key
 from .datasets import first_indices
 from .evaluate import base_record, load_rgb
 from .prompts import render
@@ -109,9 +110,14 @@ def run_loglik(
     revision: str,
     text_prior: bool = False,
     log: Callable[[str], None] = print,
+    cache=None,
+    cache_context: dict | None = None,
 ) -> tuple[list[dict], dict[str, np.ndarray]]:
     """Records (one per query) and arrays: ``token_logprobs`` [items, total class tokens], ``class_offsets``,
-    ``label_index`` (first index of the label, upstream ``classes.index``), and ``prior`` when requested."""
+    ``label_index`` (first index of the label, upstream ``classes.index``), and ``prior`` when requested.
+
+    With a ``WriteAheadCache`` each item's scores are appended to it as soon as they are computed (an item costs
+    one pass per class chunk), and items already in it are not scored again."""
     if method not in METHODS:
         raise ValueError(f"loglik method must be one of {METHODS}, got {method!r}")
     class_ids = class_token_ids(vlm.tokenizer, classes)
@@ -130,13 +136,21 @@ def run_loglik(
             vlm, image, template if image is not None else _text_only(template), question, classes, class_ids, chunk
         )
 
+    cached = 0
     for i, query in enumerate(queries):
         if "skip" in query:
             records[i].update(status="skipped_image", reason=query["skip"])
             continue
-        token_logprobs[i] = np.concatenate(scores_for(load_rgb(query["path"])))
+        key = cache_key(cache_context, classes, query["item"], query["row"], query["image"], context)
+        if cache is not None and key in cache:
+            token_logprobs[i] = np.array(cache.get(key), dtype=np.float32)
+            cached += 1
+        else:
+            token_logprobs[i] = np.concatenate(scores_for(load_rgb(query["path"])))
+            if cache is not None:
+                cache.put(key, token_logprobs[i].tolist())
         records[i].update(status="ok", prompt=context)
-        log(f"scored {i + 1}/{len(queries)} items")
+        log(f"scored {i + 1}/{len(queries)} items ({cached} from the cache)")
     arrays = {
         "token_logprobs": token_logprobs,
         "class_offsets": offsets,
