@@ -24,11 +24,42 @@ def snakemake(*args, workdir, check=True, timeout=1200):
     return proc
 
 
+def small_demo_config() -> dict:
+    """The embedded demo with fewer model jobs, for the test suite: two of the four tiny VLMs, two label-set sizes
+    and two probe positions. Every rule, table and report page still runs; a job costs its process start-up."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "demo" / "config.yaml").read_text())
+    dropped_models = {"tiny-llava-next-mistral", "tiny-instructblip"}
+    kept_settings = {"table9": {"k2", "k30", "clip_k2", "clip_k30"}, "table10": {"probe_posm1", "probe_avg"}}
+    for model in dropped_models:
+        del config["models"][model]
+    for name, table in config["tables"].items():
+        for group in table["groups"]:
+            group["models"] = [m for m in group["models"] if m not in dropped_models]
+            if name in kept_settings:
+                group["columns"] = [c for c in group["columns"] if c["setting"] in kept_settings[name]]
+        table["groups"] = [g for g in table["groups"] if g["models"] and g["columns"]]
+    return config
+
+
+SMALL_DEMO = small_demo_config()
+
+
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory):
-    """The embedded demo DAG, run once for the session."""
+def small_demo_file(tmp_path_factory):
+    import yaml
+
+    path = tmp_path_factory.mktemp("config") / "demo-small.yaml"
+    path.write_text(yaml.safe_dump(SMALL_DEMO, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, small_demo_file):
+    """The embedded demo DAG (the smaller test variant), run once for the session."""
     workdir = tmp_path_factory.mktemp("demo-run")
-    snakemake("--configfile", str(REPO / "demo" / "config.yaml"), "--profile", str(REPO / "profiles" / "local"), "--cores", "2", workdir=workdir)
+    snakemake("--configfile", str(small_demo_file), "--profile", str(REPO / "profiles" / "local"), "--cores", "2", workdir=workdir)
     return workdir
 
 

@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from conftest import REPO, snakemake
+from conftest import REPO, SMALL_DEMO, snakemake
 
 DEMO_CONFIG = yaml.safe_load((REPO / "demo" / "config.yaml").read_text())
 
@@ -38,7 +38,9 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     assert jobs["clip_zero_shot"] == 8 + 16
     assert jobs["download_model"] == 9
     assert jobs["build_imagenet_manifest"] == 1
-    assert jobs["loglik"] == 8 and jobs["extract_features"] == 16 + 1 and jobs["probe"] == 34  # + Table 10 positions
+    # features: 16 (+ Table 10 positions), ImageNet's in 9 jobs of whole feature files each
+    assert jobs["loglik"] == 8 and jobs["gather_features"] == 16 + 1 and jobs["extract_features"] == 13 + 4 * 9
+    assert jobs["probe"] == 34
     assert jobs["download_corpus"] == 2 and jobs["correlate_frequency"] == 8 + 4 + 4
     # Tables 1, 2, 3, 9, 10, 11 and 12, 7, 4, 5, 8, 13, the §4.3 text numbers, robustness; then the summary page
     assert jobs["build_table"] == 14 and jobs["render_notebook"] == 14 and jobs["render_summary"] == 1
@@ -179,14 +181,17 @@ def test_demo_dry_run_plans_the_whole_dag(tmp_path):
     assert jobs["generate"] == 16 + 10 + 8 + 3 + 7 + 2 + 1  # + the mix model on its classification set
     assert jobs["clip_zero_shot"] == 2 + 4 and jobs["build_tiny_model"] == 5
     assert jobs["finetune"] == 3 + 3 and jobs["build_instruction_mix"] == 1 and jobs["make_synthetic_questions"] == 1
-    assert jobs["loglik"] == 2 and jobs["extract_features"] == 3 and jobs["probe"] == 12
+    # features: tiny-llava's in 2 jobs of one feature file each (settings.features.shards_by_dataset)
+    assert jobs["loglik"] == 2 and jobs["gather_features"] == 3 and jobs["extract_features"] == 4 + 1
+    assert jobs["probe"] == 12
     assert jobs["correlate_frequency"] == 6 and jobs["build_table"] == 12 and jobs["rescore_synonyms"] == 4
     assert "download_model" not in jobs and "download_upstream_file" not in jobs  # nothing of config.yaml leaks in
 
 
 def test_demo_report_holds_table1(demo_run):
     table = (demo_run / "results/tables/table1.csv").read_text()
-    assert table.count("\n") == 1 + 4 * 2 * 2 + 2
+    n_vlms = len(SMALL_DEMO["tables"]["table1"]["groups"][0]["models"])
+    assert table.count("\n") == 1 + n_vlms * 2 * 2 + 2
     html = (demo_run / "results/report/table1.html").read_text()
     assert "Table 1: VLMs vs CLIP" in html and "LLaVA1.5-7B [tiny-llava]" in html
     assert "data:image/png;base64" in html  # the Figure 1 chart is embedded
@@ -243,7 +248,8 @@ def test_demo_results_are_batch_size_and_resume_invariant(demo_run):
     import pandas as pd
 
     table = pd.read_csv(demo_run / "results/tables/robustness.csv")
-    assert len(table) == 4 * 2 and (table["ours"] == 100.0).all() and (table["n_evaluated"] == 16).all()
+    n_models = len(SMALL_DEMO["tables"]["robustness"]["groups"][0]["models"])
+    assert len(table) == n_models * 2 and (table["ours"] == 100.0).all() and (table["n_evaluated"] == 16).all()
     assert "robustness.html" in (demo_run / "results/report/index.html").read_text()
 
 
@@ -251,7 +257,7 @@ def test_demo_dataset_statistics_count_the_manifest(demo_run):
     import pandas as pd
 
     table = pd.read_csv(demo_run / "results/tables/table7.csv").set_index(["dataset", "metric"])["ours"]
-    spec = DEMO_CONFIG["datasets"]["shapes36"]["synthetic"]
+    spec = SMALL_DEMO["datasets"]["shapes36"]["synthetic"]
     assert table["shapes36", "n_train_images"] == spec["n_classes"] * spec["train_per_class"]
     assert table["shapes36", "n_validation_images"] == spec["n_classes"] * spec["test_per_class"]
     assert table["shapes36", "n_classes"] == spec["n_classes"]
@@ -275,32 +281,32 @@ def test_demo_overflowing_closed_world_is_na_like_the_paper(demo_run):
     assert {"item", "row", "image", "label", "prompt", "output", "pred", "model_revision"} <= outputs[0].keys()
 
 
-def test_demo_is_complete_after_run(demo_run):
-    proc = snakemake("-n", "--configfile", str(REPO / "demo" / "config.yaml"), workdir=demo_run)
+def test_demo_is_complete_after_run(demo_run, small_demo_file):
+    proc = snakemake("-n", "--configfile", str(small_demo_file), workdir=demo_run)
     assert "Nothing to be done" in proc.output
 
 
 def test_editing_one_models_prompt_reruns_only_its_jobs(demo_run, tmp_path):
-    config = copy.deepcopy(DEMO_CONFIG)
+    config = copy.deepcopy(SMALL_DEMO)
     config["models"]["tiny-llava"]["template"] = "USER: <image>\n{question} Answer briefly.\nASSISTANT:"
     proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=demo_run)
     jobs = planned_jobs(proc.stdout)
     # every tiny-llava generation made with that template (chain-of-thought uses cot_template, probabilistic
     # inference its loglik template), its features and what is computed from them, and the model fine-tuned on its
     # captions (Table 4); no other model's jobs
-    template = DEMO_CONFIG["models"]["tiny-llava"]["template"]
+    template = SMALL_DEMO["models"]["tiny-llava"]["template"]
     metas = (demo_run / "results/outputs/tiny-llava").glob("*/*.meta.json")
     expected = [p for p in metas if json.loads(p.read_text()).get("template") == template]
     assert jobs["generate"] == len(expected) + 1 and jobs["finetune"] == 1
-    assert jobs["extract_features"] == 1 and "loglik" not in jobs and "build_tiny_model" not in jobs
+    assert jobs["gather_features"] == 1 and "loglik" not in jobs and "build_tiny_model" not in jobs
     assert not {"clip_zero_shot", "plan_queries", "prepare_split"} & jobs.keys()
     for rule in ("generate", "extract_features", "probe", "correlate_frequency", "finetune"):
         for wildcards in planned_wildcards(proc.stdout, rule):
             assert re.match(r"model=tiny-llava(-caption-shapes12)?(,|$)", wildcards), wildcards
 
 
-def test_comment_edit_reruns_nothing(demo_run, tmp_path):
-    text = (REPO / "demo" / "config.yaml").read_text().replace("seed: 1234", "seed: 1234  # the upstream seed")
+def test_comment_edit_reruns_nothing(demo_run, small_demo_file, tmp_path):
+    text = small_demo_file.read_text().replace("seed: 1234", "seed: 1234  # the upstream seed")
     configfile = tmp_path / "config.yaml"
     configfile.write_text("# a comment\n" + text)
     proc = snakemake("-n", "--configfile", str(configfile), workdir=demo_run)
@@ -308,7 +314,7 @@ def test_comment_edit_reruns_nothing(demo_run, tmp_path):
 
 
 def test_changing_the_seed_reruns_plans_and_everything_after(demo_run, tmp_path):
-    config = copy.deepcopy(DEMO_CONFIG)
+    config = copy.deepcopy(SMALL_DEMO)
     config["seed"] = 1
     jobs = planned_jobs(snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=demo_run).stdout)
     n_plans = len(list((demo_run / "results/queries").glob("*/*.jsonl")))
@@ -318,9 +324,9 @@ def test_changing_the_seed_reruns_plans_and_everything_after(demo_run, tmp_path)
     assert "build_tiny_model" not in jobs and "prepare_split" not in jobs
 
 
-def test_snakemake_report_lists_the_rendered_pages(demo_run, tmp_path):
+def test_snakemake_report_lists_the_rendered_pages(demo_run, small_demo_file, tmp_path):
     report = tmp_path / "report.html"
-    snakemake("--configfile", str(REPO / "demo" / "config.yaml"), "--report", str(report), workdir=demo_run)
+    snakemake("--configfile", str(small_demo_file), "--report", str(report), workdir=demo_run)
     text = report.read_text(errors="replace")
     assert "Paper tables" in text and "table1.html" in text
 
