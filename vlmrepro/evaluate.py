@@ -59,6 +59,9 @@ def run_generation(
     With a ``WriteAheadCache``, each finished batch is appended to it before the next starts and items already in
     it are not recomputed: a killed job's rerun loses at most the batch in flight. Keys combine ``cache_context``
     (model, revision, settings, protocol) with the item and its rendered prompt."""
+    if not queries:  # a shard beyond the last batch
+        log("no items in this shard")
+        return []
     prompts = [render(template, q["question"]) for q in queries]
     records = [{**base_record(q, revision), "prompt": p} for q, p in zip(queries, prompts)]
     keys = [cache_key(cache_context, q["item"], q["row"], q["image"], p) for q, p in zip(queries, prompts)]
