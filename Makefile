@@ -6,7 +6,7 @@ CORES ?= 2
 # Snakemake's shell rules (papermill) need the environment's executables on PATH.
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: venv demo test paper paper-dry-run estimate lint clean-demo
+.PHONY: venv demo test paper paper-dry-run estimate lint bench bench-demo clean-demo
 
 venv: $(VENV)/.installed
 
@@ -33,6 +33,17 @@ paper-dry-run: venv
 # jobs per rule and their GPU hours, before anything runs (extra snakemake arguments: ARGS="--configfile ...")
 estimate: venv
 	$(RUN) $(BIN)/python -m vlmrepro.estimate $(ARGS)
+
+# throughput benchmarks on this machine (CPU: tiny models, ratios only; on a GPU run benchmarks/gpu.sh)
+bench: venv
+	$(RUN) HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/generation.py
+	$(RUN) HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/loglik.py
+	$(RUN) HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/clip.py
+	$(RUN) $(BIN)/python benchmarks/workflow.py dry-run
+
+# the embedded demo from scratch: wall time and Snakemake's overhead beside its jobs
+bench-demo: venv
+	$(RUN) $(BIN)/python benchmarks/workflow.py demo --cores $(CORES)
 
 lint: venv
 	$(RUN) $(BIN)/snakemake --lint

@@ -244,13 +244,27 @@ def generation_params(wildcards):
         "source": model_revision_param(wildcards.model),
         "template": m["cot_template"] if s["chain_of_thought"] else m["template"],
         "answer_marker": m["answer_marker"],
+        "model": wildcards.model,
+        "backend": m["backend"],
+        "attention": m["attention"],
         "dtype": m["dtype"],
         "batch_size": m["batch_size"],
+        "max_batch_size": m["max_batch_size"],
+        "block_size": generation_block_size(m),
+        "loader_workers": m["loader_workers"],
         "max_new_tokens": s["max_new_tokens"],
         "padding_side": config["padding_side"],
         "device": config["device"],
         "protocol": versions.GENERATION,
     }
+
+
+def generation_block_size(m):
+    """Consecutive items whose batches are formed together (sorted by prompt length when larger than a batch);
+    shards are whole blocks, so a result does not depend on the shard count."""
+    if m["sort_block"]:
+        return m["sort_block"]
+    return m["max_batch_size"] if m["batch_size"] == "auto" else m["batch_size"]
 
 
 def clip_params(wildcards):
@@ -259,7 +273,8 @@ def clip_params(wildcards):
         "source": model_revision_param(wildcards.model),
         "text_template": s["text_template"],
         "dtype": m["dtype"],
-        "batch_size": m["batch_size"],
+        "batch_size": m["max_batch_size"] if m["batch_size"] == "auto" else m["batch_size"],
+        "loader_workers": m["loader_workers"],
         "device": config["device"],
         "protocol": versions.CLIP,
     }
@@ -274,6 +289,8 @@ def loglik_params(wildcards):
         "question": s["question"],
         "text_prior": s["cfg_mode"] == "paper",
         "dtype": m["dtype"],
+        # packed class scoring needs an attention mask per token: FlashAttention 2 takes none
+        "attention": "sdpa",
         "padding_side": config["padding_side"],
         "device": config["device"],
         "protocol": versions.LOGLIK,

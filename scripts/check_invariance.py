@@ -1,11 +1,11 @@
 from vlmrepro.io import read_jsonl, write_json
-from vlmrepro.models import VisionLanguageModel
+from vlmrepro.models import load_generator
 from vlmrepro.robustness import check_invariance
 from vlmrepro.smk import job_logging
 
 with job_logging(snakemake):
     run = snakemake.params.run
-    vlm, revision = VisionLanguageModel.for_job(snakemake.input.model, run)
+    vlm, revision = load_generator(snakemake.input.model, run)
     result = check_invariance(
         vlm,
         read_jsonl(snakemake.input.queries),

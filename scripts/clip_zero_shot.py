@@ -18,6 +18,7 @@ with job_logging(snakemake):
         run["text_template"],
         run["batch_size"],
         revision,
+        loader_workers=run["loader_workers"],
     )
     write_jsonl(snakemake.output.rows, records)
     write_json(

@@ -4,7 +4,9 @@ from pathlib import Path
 from vlmrepro.cache import WriteAheadCache
 from vlmrepro.evaluate import run_generation, shard_slice
 from vlmrepro.io import read_jsonl, write_json, write_jsonl
-from vlmrepro.models import VisionLanguageModel
+from vlmrepro.memory import resolve_batch_size
+from vlmrepro.models import load_generator
+from vlmrepro.prompts import render
 from vlmrepro.smk import job_logging
 
 with job_logging(snakemake):
@@ -12,8 +14,11 @@ with job_logging(snakemake):
     start = time.time()
     queries = read_jsonl(snakemake.input.queries)
     index, count = snakemake.params.shard
-    part = shard_slice(len(queries), run["batch_size"], index, count)
-    vlm, revision = VisionLanguageModel.for_job(snakemake.input.model, run)
+    # shards are whole blocks, and a block's batches do not depend on the shard count
+    part = shard_slice(len(queries), run["block_size"], index, count)
+    vlm, revision = load_generator(snakemake.input.model, run)
+    batch_size = resolve_batch_size(vlm, run, [render(run["template"], q["question"]) for q in queries[part]])
+    print(f"batch size {batch_size} (configured: {run['batch_size']})")
     cache_file = Path(snakemake.params.cache)
     # entries written under another shard count are reused: keys do not depend on the sharding
     cache = WriteAheadCache(cache_file, also_read=sorted(cache_file.parent.glob("*.jsonl")))
@@ -23,10 +28,12 @@ with job_logging(snakemake):
         run["template"],
         run["answer_marker"],
         run["max_new_tokens"],
-        run["batch_size"],
+        batch_size,
         revision,
         cache=cache,
         cache_context={**run, **vlm.generation_settings(), "model_revision": revision},
+        block_size=run["block_size"],
+        loader_workers=run["loader_workers"],
     )
     write_jsonl(snakemake.output.rows, records)
     write_json(
@@ -35,6 +42,7 @@ with job_logging(snakemake):
             **run,
             **vlm.generation_settings(),
             "model_revision": revision,
+            "batch_size_used": batch_size,
             "shard": f"{index}-of-{count}",
             "items": [part.start, part.stop],
             "seconds": round(time.time() - start, 2),

@@ -58,8 +58,12 @@ def small_demo_file(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory, small_demo_file):
     """The embedded demo DAG (the smaller test variant), run once for the session."""
+    import time
+
     workdir = tmp_path_factory.mktemp("demo-run")
+    start = time.time()
     snakemake("--configfile", str(small_demo_file), "--profile", str(REPO / "profiles" / "local"), "--cores", "2", workdir=workdir)
+    (workdir / "wall_seconds").write_text(f"{time.time() - start:.3f}")  # for the overhead benchmark's test
     return workdir
 
 

@@ -1,14 +1,18 @@
-"""Probabilistic inference: batched class scoring equals the upstream one-class, one-token-at-a-time loop, and
+"""Probabilistic inference: packed class scoring (one pass per chunk over the shared context) equals the upstream one-class, one-token-at-a-time loop, and
 the Sum / Avg / CFG scores follow PROTOCOL §6.5."""
-
-import copy
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from vlmrepro.loglik import class_token_ids, continuation_logprobs, per_class_logprobs, run_loglik
+from vlmrepro.loglik import (
+    class_token_ids,
+    continuation_logprobs,
+    per_class_logprobs,
+    run_loglik,
+    upstream_continuation_logprobs,
+)
 from vlmrepro.models import VisionLanguageModel
 from vlmrepro.queries import plan_queries
 from vlmrepro.scoring import score_loglik
@@ -28,29 +32,11 @@ def llava(tiny_models):
     return VisionLanguageModel(tiny_models / "llava", "llava", device="cpu")
 
 
-@torch.inference_mode()
-def upstream_loop(vlm, image, context, class_ids):
-    """PROTOCOL E08 as upstream runs it: context once, then per class and per token one single-token step from an
-    unmodified copy of the context cache."""
-    inputs = vlm.encode([image], [context])
-    out = vlm.model(**inputs, use_cache=True)
-    scores = []
-    for ids in class_ids:
-        cache, logits, mask, lps = copy.deepcopy(out.past_key_values), out.logits[:, -1], inputs["attention_mask"], []
-        for token in ids:
-            lps.append(float(torch.log_softmax(logits.float(), -1)[0, token]))
-            mask = torch.cat([mask, torch.ones(1, 1, dtype=mask.dtype)], dim=1)
-            step = vlm.model(input_ids=torch.tensor([[token]]), attention_mask=mask, cache=cache, use_cache=True)
-            cache, logits = step.past_key_values, step.logits[:, -1]
-        scores.append(np.array(lps, dtype=np.float32))
-    return scores
-
-
 @pytest.mark.parametrize("chunk", [1, 3, 100])
 def test_batched_continuation_equals_upstream_loop(llava, image, chunk):
     ids = class_token_ids(llava.tokenizer, CLASSES)
     assert len({len(i) for i in ids}) > 1  # ragged lengths are exercised
-    reference = upstream_loop(llava, image, LLAVA_CONTEXT, ids)
+    reference = upstream_continuation_logprobs(llava, image, LLAVA_CONTEXT, ids)
     batched = continuation_logprobs(llava, image, LLAVA_CONTEXT, ids, chunk=chunk)
     for ref, got in zip(reference, batched):
         np.testing.assert_allclose(got, ref, atol=1e-4)

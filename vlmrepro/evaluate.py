@@ -8,6 +8,8 @@ fit the model's context: recorded as N/A, never truncated).
 from __future__ import annotations
 
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from PIL import Image
@@ -42,6 +44,43 @@ def shard_slice(n_items: int, batch_size: int, index: int, count: int) -> slice:
     return slice(start * batch_size, min(stop * batch_size, n_items))
 
 
+def generation_batches(todo: list[int], keys: list, batch_size: int, block_size: int) -> list[list[int]]:
+    """Batches of the items in ``todo`` (positions): the items of each block of ``block_size`` consecutive positions,
+    sorted by ``keys`` (prompt length, image size) so that a batch pads little, cut into ``batch_size`` batches.
+    Blocks, not shards, decide a batch's members: outputs are the same for any shard count."""
+    blocks: dict[int, list[int]] = {}
+    for i in todo:
+        blocks.setdefault(i // block_size, []).append(i)
+    batches = []
+    for members in blocks.values():
+        members.sort(key=lambda i: (keys[i], i))
+        batches.extend(members[k : k + batch_size] for k in range(0, len(members), batch_size))
+    return batches
+
+
+def _prefetched(batches: list, prepare: Callable, workers: int):
+    """(batch, prepare(batch)) in order, with up to ``workers`` batches prepared ahead in threads (image decoding
+    and preprocessing overlap the model's forward passes; PIL and torch release the GIL)."""
+    if workers <= 0:
+        yield from ((b, prepare(b)) for b in batches)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque((b, pool.submit(prepare, b)) for b in batches[: workers + 1])
+        upcoming = iter(batches[workers + 1 :])
+        while pending:
+            batch, future = pending.popleft()
+            following = next(upcoming, None)
+            if following is not None:
+                pending.append((following, pool.submit(prepare, following)))
+            yield batch, future.result()
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """Width and height from the file header (the pixels are not decoded)."""
+    with Image.open(path) as img:
+        return img.size
+
+
 def run_generation(
     vlm,
     queries: list[dict],
@@ -53,8 +92,15 @@ def run_generation(
     log: Callable[[str], None] = print,
     cache=None,
     cache_context: dict | None = None,
+    block_size: int | None = None,
+    loader_workers: int = 0,
 ) -> list[dict]:
-    """Generate in fixed blocks of ``batch_size`` queries (by position), skipping items that cannot be evaluated.
+    """Generate in batches of ``batch_size`` queries, skipping items that cannot be evaluated.
+
+    Without ``block_size`` (or with ``block_size == batch_size``) batches are fixed blocks of queries by position,
+    as upstream runs them. With a larger ``block_size``, the items of each block are sorted by prompt length and
+    image size before batching (less padding), and results are returned in plan order. ``loader_workers`` threads
+    decode and preprocess upcoming batches while the current one generates.
 
     With a ``WriteAheadCache``, each finished batch is appended to it before the next starts and items already in
     it are not recomputed: a killed job's rerun loses at most the batch in flight. Keys combine ``cache_context``
@@ -62,12 +108,14 @@ def run_generation(
     if not queries:  # a shard beyond the last batch
         log("no items in this shard")
         return []
+    block_size = block_size or batch_size
     prompts = [render(template, q["question"]) for q in queries]
     records = [{**base_record(q, revision), "prompt": p} for q, p in zip(queries, prompts)]
     keys = [cache_key(cache_context, q["item"], q["row"], q["image"], p) for q, p in zip(queries, prompts)]
     budget = vlm.max_context - max_new_tokens
-    todo, cached = set(), 0
-    for i, (query, lower_bound) in enumerate(zip(queries, vlm.prompt_token_lower_bounds(prompts))):
+    todo, cached = [], 0
+    lower_bounds = vlm.prompt_token_lower_bounds(prompts)
+    for i, (query, lower_bound) in enumerate(zip(queries, lower_bounds)):
         if "skip" in query:
             records[i].update(status="skipped_image", reason=query["skip"])
         elif cache is not None and keys[i] in cache:
@@ -76,31 +124,37 @@ def run_generation(
         elif lower_bound > budget:
             records[i].update(status="context_overflow", reason=_overflow_reason(lower_bound, max_new_tokens, vlm))
         else:
-            todo.add(i)
+            todo.append(i)
     log(f"{len(todo)} of {len(queries)} items to generate ({cached} from the cache, "
         f"{len(queries) - len(todo) - cached} not evaluable)")
-    start, done = time.time(), 0
-    for block in chunks(range(len(queries)), batch_size):
-        batch = [i for i in block if i in todo]
-        if not batch:
-            continue
+    sort_keys = [0] * len(queries)
+    if block_size > batch_size:
+        for i in todo:
+            sort_keys[i] = (lower_bounds[i], image_size(queries[i]["path"]))
+    batches = generation_batches(todo, sort_keys, batch_size, block_size)
+
+    def prepare(batch: list[int]):
+        """Inputs of the batch's items that fit the context (CPU tensors), and the overflow of the others."""
         images = [load_rgb(queries[i]["path"]) for i in batch]
-        inputs = vlm.encode(images, [prompts[i] for i in batch])
-        lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        fits = [k for k, n in enumerate(lengths) if n <= budget]
-        for k, n in enumerate(lengths):
-            if n > budget:
-                records[batch[k]].update(status="context_overflow", reason=_overflow_reason(n, max_new_tokens, vlm))
-        finished = list(batch)
-        if len(fits) < len(batch):
-            batch, images = [batch[k] for k in fits], [images[k] for k in fits]
-            inputs = vlm.encode(images, [prompts[i] for i in batch]) if batch else None
-        if batch:
-            for i, text in zip(batch, vlm.generate(inputs, max_new_tokens)):
+        inputs = vlm.preprocess(images, [prompts[i] for i in batch])
+        lengths = vlm.input_lengths(inputs)
+        overflow = {batch[k]: n for k, n in enumerate(lengths) if n > budget}
+        if overflow:
+            kept = [k for k, i in enumerate(batch) if i not in overflow]
+            inputs = vlm.preprocess([images[k] for k in kept], [prompts[batch[k]] for k in kept]) if kept else None
+        return inputs, overflow
+
+    start, done = time.time(), 0
+    for batch, (inputs, overflow) in _prefetched(batches, prepare, loader_workers):
+        for i, n in overflow.items():
+            records[i].update(status="context_overflow", reason=_overflow_reason(n, max_new_tokens, vlm))
+        fits = [i for i in batch if i not in overflow]
+        if fits:
+            for i, text in zip(fits, vlm.generate(vlm.to_device(inputs), max_new_tokens)):
                 records[i].update(status="ok", output=text, pred=extract_answer(text, answer_marker))
         if cache is not None:  # written ahead: this batch is never computed again
-            cache.put_many({keys[i]: _computed(records[i]) for i in finished})
-        done += len(finished)
+            cache.put_many({keys[i]: _computed(records[i]) for i in batch})
+        done += len(batch)
         log(f"generated {done}/{len(todo)} ({done / max(time.time() - start, 1e-9):.2f} items/s)")
     return records
 
@@ -119,6 +173,19 @@ def _overflow_reason(n_tokens: int, max_new_tokens: int, vlm) -> str:
     )
 
 
+class _PreprocessedImages:
+    """Map-style dataset of preprocessed pixels, for a DataLoader whose workers decode JPEGs in parallel."""
+
+    def __init__(self, paths: list[str], preprocess):
+        self.paths, self.preprocess = paths, preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, k: int):
+        return self.preprocess(load_rgb(self.paths[k]))
+
+
 def run_clip_zero_shot(
     clip,
     queries: list[dict],
@@ -127,8 +194,10 @@ def run_clip_zero_shot(
     batch_size: int,
     revision: str,
     log: Callable[[str], None] = print,
+    loader_workers: int = 0,
 ) -> list[dict]:
-    """Argmax over every class-list entry (duplicates included), or over a query's candidates (PROTOCOL §6.4)."""
+    """Argmax over every class-list entry (duplicates included), or over a query's candidates (PROTOCOL §6.4).
+    ``loader_workers`` processes decode and preprocess images ahead of the model."""
     import torch
 
     if "{label}" not in text_template:
@@ -142,13 +211,19 @@ def run_clip_zero_shot(
             records[i].update(status="skipped_image", reason=query["skip"])
         else:
             todo.append(i)
-    for batch in chunks(todo, batch_size):
-        pixels = torch.stack([clip.preprocess(load_rgb(queries[i]["path"])) for i in batch])
+    loader = torch.utils.data.DataLoader(
+        _PreprocessedImages([queries[i]["path"] for i in todo], clip.preprocess),
+        batch_size=batch_size,
+        num_workers=loader_workers,
+        pin_memory=clip.device.startswith("cuda"),
+    )
+    for batch, pixels in zip(chunks(todo, batch_size), loader):
         similarities = clip.encode_images(pixels) @ text_features.T
-        for row, i in zip(similarities, batch):
+        predicted = similarities.argmax(dim=1).tolist()
+        for row, i, top in zip(similarities, batch, predicted):
             choices = queries[i]["choices"]
             if choices is None:
-                pred = classes[int(row.argmax())]
+                pred = classes[top]
             else:
                 indices = [first_index[c] for c in choices]
                 pred = classes[indices[int(row[indices].argmax())]]

@@ -56,8 +56,12 @@ def gather_outputs(input, output, log) -> None:
     with _logged(log[0]) as out:
         rows = [row for path in input.rows for row in read_jsonl(path)]
         metas = [read_json(path) for path in input.meta]
-        merged = {k: v for k, v in metas[0].items() if k not in ("shard", "items", "seconds")}
-        merged.update(shards=len(metas), seconds=round(sum(m["seconds"] for m in metas), 2))
+        merged = {k: v for k, v in metas[0].items() if k not in ("shard", "items", "seconds", "batch_size_used")}
+        merged.update(
+            shards=len(metas),
+            seconds=round(sum(m["seconds"] for m in metas), 2),
+            batch_sizes_used=sorted({m["batch_size_used"] for m in metas if "batch_size_used" in m}),
+        )
         write_jsonl(output.rows, rows)
         write_json(output.meta, merged)
         print(f"{len(rows)} rows from {len(metas)} shard(s)", file=out)

@@ -1,8 +1,9 @@
 """Probabilistic inference (PROTOCOL E08, §4.5, §6.5): per-class token log-probabilities under a fixed context.
 
 * ``continuation`` (LLaVA): one forward pass of the image + context ("… ASSISTANT: The photo features a"), then
-  every class's BOS-stripped token ids are teacher-forced after it. The context's cache is computed once per image
-  and each chunk of classes attends to an unmodified copy of it (never to a cache a previous class extended).
+  every class's BOS-stripped token ids are teacher-forced after it. The context's cache is computed once per image;
+  each chunk of classes is one pass of their tokens packed into a single row, each class seeing the context and its
+  own earlier tokens only (never another class's), so the context's cache is never copied.
 * ``per_class`` (BLIP-2): one full pass per class over image + "… Answer: A {label}"; the standalone class ids are
   gathered at the last ``len(ids)`` positions, as upstream does (quirk Q8).
 
@@ -38,44 +39,83 @@ def class_token_ids(tokenizer, classes: list[str]) -> list[list[int]]:
     return out
 
 
-def _pad_right(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-    return ids, mask
+def packed_class_inputs(class_ids: list[list[int]], prefix_len: int, dtype: torch.dtype):
+    """Every class's teacher-forced tokens (all but its last) packed into one row after a prefix of ``prefix_len``.
+
+    Returns ``ids [1, T]``, ``positions [1, T]`` (each class restarts at ``prefix_len``), an additive attention
+    mask ``[1, 1, T, prefix_len + T]`` (every token sees the whole prefix and, causally, its own class's earlier
+    tokens only) and the packed row of each class's first fed token. Scoring all classes this way attends to the
+    one cached prefix: no class gets a copy of it."""
+    fed = [ids[:-1] for ids in class_ids]
+    starts = np.cumsum([0] + [len(f) for f in fed])
+    total = int(starts[-1])
+    owner = torch.repeat_interleave(torch.arange(len(fed)), torch.tensor([len(f) for f in fed], dtype=torch.long))
+    offset = torch.arange(total) - torch.tensor(starts[:-1], dtype=torch.long)[owner]
+    sees = (owner[:, None] == owner[None, :]) & (offset[None, :] <= offset[:, None])
+    allowed = torch.cat([torch.ones(total, prefix_len, dtype=torch.bool), sees], dim=1)
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    ids = torch.tensor([t for f in fed for t in f], dtype=torch.long)
+    return ids[None], (prefix_len + offset)[None], mask[None, None], starts[:-1]
 
 
 @torch.inference_mode()
 def continuation_logprobs(vlm, image, context: str, class_ids: list[list[int]], chunk: int) -> list[np.ndarray]:
-    """Token log-probs of every class continuing ``context`` (with ``image``; text only when image is None)."""
+    """Token log-probs of every class continuing ``context`` (with ``image``; text only when image is None).
+
+    The context is run once; each chunk of ``chunk`` classes is then one forward pass of their packed tokens over
+    the context's cache (see :func:`packed_class_inputs`), which is cropped back to the context afterwards."""
     model = vlm.model
     if image is not None:
         inputs = vlm.encode([image], [context])
     else:
         inputs = vlm.tokenizer([context], return_tensors="pt").to(vlm.device)
-    out = model(**inputs, use_cache=True)
-    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-    context_cache, context_mask = out.past_key_values, inputs["attention_mask"]
+    out = model(**inputs, use_cache=True, logits_to_keep=1)
+    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1).cpu()
+    cache, prefix_len = out.past_key_values, inputs["attention_mask"].shape[1]
     results: list[np.ndarray] = []
-    pad = vlm.tokenizer.pad_token_id or 0
-    for start in range(0, len(class_ids), chunk):
-        seqs = class_ids[start : start + chunk]
+    for begin in range(0, len(class_ids), chunk):
+        seqs = class_ids[begin : begin + chunk]
         scores = [[float(first[s[0]])] for s in seqs]
-        if max(len(s) for s in seqs) > 1:
-            ids, mask = _pad_right([s[:-1] for s in seqs if len(s) > 1], pad)
-            multi = [i for i, s in enumerate(seqs) if len(s) > 1]
-            cache = copy.deepcopy(context_cache)  # each class starts from the unmodified context
-            cache.batch_repeat_interleave(len(multi))
-            full_mask = torch.cat([context_mask.expand(len(multi), -1), mask.to(vlm.device)], dim=1)
-            logits = model(input_ids=ids.to(vlm.device), attention_mask=full_mask, cache=cache).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            for row, i in enumerate(multi):
-                targets = torch.tensor(seqs[i][1:], device=logp.device)
-                scores[i] += logp[row, : len(targets)].gather(-1, targets[:, None])[:, 0].tolist()
+        multi = [s for s in seqs if len(s) > 1]
+        if multi:
+            ids, positions, mask, starts = packed_class_inputs(multi, prefix_len, vlm.dtype)
+            logits = model(
+                input_ids=ids.to(vlm.device),
+                position_ids=positions.to(vlm.device),
+                attention_mask=mask.to(vlm.device),
+                cache=cache,
+                use_cache=True,
+            ).logits[0]
+            cache.crop(-ids.shape[1])  # back to the context alone for the next chunk
+            targets = torch.tensor([t for s in multi for t in s[1:]], device=logits.device)
+            picked = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None])[:, 0].cpu().tolist()
+            row = iter(zip(multi, starts))
+            for score, s in zip(scores, seqs):
+                if len(s) > 1:
+                    _, start = next(row)
+                    score += picked[start : start + len(s) - 1]
         results.extend(np.asarray(s, dtype=np.float32) for s in scores)
+    return results
+
+
+@torch.inference_mode()
+def upstream_continuation_logprobs(vlm, image, context: str, class_ids: list[list[int]]) -> list[np.ndarray]:
+    """The upstream loop (reference for tests and benchmarks): per class, one single-token step at a time from a
+    fresh copy of the context's cache."""
+    model = vlm.model
+    inputs = vlm.encode([image], [context]) if image is not None else vlm.tokenizer([context], return_tensors="pt")
+    inputs = inputs.to(vlm.device)
+    out = model(**inputs, use_cache=True)
+    prefix_len, results = inputs["attention_mask"].shape[1], []
+    for ids in class_ids:
+        cache, logits, scores = copy.deepcopy(out.past_key_values), out.logits[0, -1], []
+        for step, token in enumerate(ids):
+            scores.append(float(torch.log_softmax(logits.float(), dim=-1)[token]))
+            if step + 1 < len(ids):
+                mask = torch.ones(1, prefix_len + step + 1, dtype=torch.long, device=vlm.device)
+                token_ids = torch.tensor([[token]], device=vlm.device)
+                logits = model(input_ids=token_ids, attention_mask=mask, cache=cache).logits[0, -1]
+        results.append(np.asarray(scores, dtype=np.float32))
     return results
 
 

@@ -32,6 +32,20 @@ def pick_dtype(name: str, device: str) -> torch.dtype:
     return DTYPES[name] if device.startswith("cuda") else torch.float32
 
 
+ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
+
+
+def pick_attention(name: str, device: str) -> str:
+    """``auto``: FlashAttention 2 on a GPU where the flash_attn package is installed, else PyTorch SDPA."""
+    import importlib.util
+
+    if name not in ATTENTION:
+        raise ValueError(f"unknown attention implementation {name!r}; expected one of {ATTENTION}")
+    if name != "auto":
+        return name
+    return "flash_attention_2" if device.startswith("cuda") and importlib.util.find_spec("flash_attn") else "sdpa"
+
+
 def model_class(family: str):
     import transformers
 
@@ -57,7 +71,13 @@ class VisionLanguageModel:
     overflows the context never loads them)."""
 
     def __init__(
-        self, model_dir, family: str, dtype: str = "bfloat16", device: str = "auto", padding_side: str = "left"
+        self,
+        model_dir,
+        family: str,
+        dtype: str = "bfloat16",
+        device: str = "auto",
+        padding_side: str = "left",
+        attention: str = "auto",
     ):
         from transformers import AutoConfig, AutoProcessor
 
@@ -65,6 +85,7 @@ class VisionLanguageModel:
         model_class(family)  # validate early
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
+        self.attention = pick_attention(attention, self.device)
         self.processor = AutoProcessor.from_pretrained(self.model_dir)
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = padding_side
@@ -75,7 +96,9 @@ class VisionLanguageModel:
     @property
     def model(self):
         if self._model is None:
-            self._model = model_class(self.family).from_pretrained(self.model_dir, dtype=self.dtype).to(self.device)
+            self._model = model_class(self.family).from_pretrained(
+                self.model_dir, dtype=self.dtype, attn_implementation=self.attention
+            ).to(self.device)
             self._model.eval()
         return self._model
 
@@ -84,12 +107,30 @@ class VisionLanguageModel:
         certain, whatever the image expands to."""
         return [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
 
-    def encode(self, images, prompts: list[str]):
-        """Processor outputs on the model's device, pixels in the model's dtype."""
-        inputs = self.processor(images=images, text=prompts, padding=True, return_tensors="pt").to(self.device)
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def preprocess(self, images, prompts: list[str]):
+        """Processor outputs on the CPU (pinned when the model is on a GPU, for an asynchronous copy)."""
+        inputs = self.processor(images=images, text=prompts, padding=True, return_tensors="pt")
+        if self.device.startswith("cuda"):
+            for key in inputs:
+                inputs[key] = inputs[key].pin_memory()
+        return inputs
+
+    def input_lengths(self, inputs) -> list[int]:
+        return inputs["attention_mask"].sum(dim=1).tolist()
+
+    def to_device(self, inputs):
+        """Inputs on the model's device, pixels in the model's dtype."""
+        inputs = inputs.to(self.device, non_blocking=True)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         return inputs
+
+    def encode(self, images, prompts: list[str]):
+        return self.to_device(self.preprocess(images, prompts))
 
     @torch.inference_mode()
     def generate(self, inputs, max_new_tokens: int) -> list[str]:
@@ -100,7 +141,14 @@ class VisionLanguageModel:
     @classmethod
     def for_job(cls, model_dir, run: dict) -> tuple["VisionLanguageModel", str]:
         """The model of a job's params (family, dtype, device, padding side) and its recorded revision."""
-        vlm = cls(model_dir, run["family"], run["dtype"], run["device"], padding_side=run["padding_side"])
+        vlm = cls(
+            model_dir,
+            run["family"],
+            run["dtype"],
+            run["device"],
+            padding_side=run["padding_side"],
+            attention=run.get("attention", "auto"),
+        )
         return vlm, read_revision(model_dir)
 
     def generation_settings(self) -> dict:
@@ -108,8 +156,21 @@ class VisionLanguageModel:
             "padding_side": self.tokenizer.padding_side,
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": self.device,
+            "attention": self.attention,
             "max_context": self.max_context,
         }
+
+
+def load_generator(model_dir, run: dict):
+    """The generation backend a job's params name (``transformers`` or ``vllm``) and the model's revision."""
+    backend = run.get("backend", "transformers")
+    if backend == "vllm":
+        from .vllm_backend import VllmModel
+
+        return VllmModel.for_job(model_dir, run)
+    if backend != "transformers":
+        raise ValueError(f"model {run.get('model', model_dir)}: unknown backend {backend!r}")
+    return VisionLanguageModel.for_job(model_dir, run)
 
 
 class ClipModel:
@@ -137,5 +198,5 @@ class ClipModel:
 
     @torch.inference_mode()
     def encode_images(self, pixel_batch: torch.Tensor) -> torch.Tensor:
-        feats = self.model.encode_image(pixel_batch.to(self.device, self.dtype))
+        feats = self.model.encode_image(pixel_batch.to(self.device, self.dtype, non_blocking=True))
         return torch.nn.functional.normalize(feats.float(), dim=-1)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from .cache import WriteAheadCache
 from .evaluate import run_generation
+from .memory import resolve_batch_size
+from .prompts import render
 
 COMPARED = ("status", "output", "pred")
 
@@ -27,22 +29,24 @@ def check_invariance(vlm, queries, reference, run: dict, revision: str, subset: 
     """``reference``: the gathered records of the same queries (configured batch size, uninterrupted)."""
     queries, reference = queries[:subset], reference[:subset]
     args = (run["template"], run["answer_marker"], run["max_new_tokens"])
+    batch_size = resolve_batch_size(vlm, run, [render(run["template"], q["question"]) for q in queries])
+    batching = {"block_size": run["block_size"], "loader_workers": run["loader_workers"]}
     one_by_one = run_generation(vlm, queries, *args, 1, revision, log=log)
     cache_file = Path(work_dir) / "interrupted.jsonl"
     cache_file.unlink(missing_ok=True)
     context = {"check": "resume", **run}
     half = len(queries) // 2
-    run_generation(vlm, queries[:half], *args, run["batch_size"], revision, log=log,
-                   cache=WriteAheadCache(cache_file), cache_context=context)  # fmt: skip
-    resumed = run_generation(vlm, queries, *args, run["batch_size"], revision, log=log,
-                             cache=WriteAheadCache(cache_file), cache_context=context)  # fmt: skip
+    run_generation(vlm, queries[:half], *args, batch_size, revision, log=log,
+                   cache=WriteAheadCache(cache_file), cache_context=context, **batching)  # fmt: skip
+    resumed = run_generation(vlm, queries, *args, batch_size, revision, log=log,
+                             cache=WriteAheadCache(cache_file), cache_context=context, **batching)  # fmt: skip
     n = len(queries)
     batch_equal = sum(_same(a, b) for a, b in zip(one_by_one, reference))
     resume_equal = sum(_same(a, b) for a, b in zip(resumed, reference))
     return {
         "n_items": n,
         "n_evaluated": n,
-        "batch_size": run["batch_size"],
+        "batch_size": batch_size,
         "batch_invariance": 100 * batch_equal / n,
         "resume_invariance": 100 * resume_equal / n,
         "batch_differences": [q["item"] for q, a, b in zip(queries, one_by_one, reference) if not _same(a, b)],

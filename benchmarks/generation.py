@@ -1,0 +1,89 @@
+"""Open-world generation: the upstream loop (HF generate, batches of 8 in dataset order, images decoded in the
+loop) against ours (batch from free memory, length-sorted blocks, decoding threads), same images, same prompt,
+20 forced new tokens. Prints images/s, ratio, MFU and peak memory, and how many answers are identical.
+
+    python benchmarks/generation.py                 # CPU, tiny LLaVA: ratios only
+    python benchmarks/generation.py --size full     # GPU, LLaVA-1.5-7B architecture, random weights
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import (  # noqa: E402
+    arguments,
+    attach_random_weights,
+    llava_dir,
+    llava_flop_per_image,
+    peak_tflops,
+    print_table,
+    timed,
+    work_dir,
+    write_jpegs,
+)
+
+from vlmrepro.evaluate import load_rgb, run_generation  # noqa: E402
+from vlmrepro.memory import resolve_batch_size  # noqa: E402
+from vlmrepro.models import VisionLanguageModel  # noqa: E402
+from vlmrepro.prompts import render  # noqa: E402
+
+TEMPLATE, MARKER = "USER: <image>\n{question}\nASSISTANT:", "ASSISTANT:"
+QUESTION = "What type of object is in this photo?"
+NEW_TOKENS = 20
+
+
+@torch.inference_mode()
+def upstream_loop(vlm, paths: list[str], batch_size: int = 8) -> list[str]:
+    """As upstream main_results/main.py runs a LLaVA model: per batch, open the images, run the processor, generate,
+    decode the whole sequences."""
+    texts = []
+    for start in range(0, len(paths), batch_size):
+        batch = paths[start : start + batch_size]
+        inputs = vlm.encode([load_rgb(p) for p in batch], [render(TEMPLATE, QUESTION)] * len(batch))
+        output = vlm.model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
+        texts.extend(vlm.processor.batch_decode(output, skip_special_tokens=True))
+    return texts
+
+
+def main() -> None:
+    args = arguments(__doc__, workers=dict(type=int, default=4, help="decoding threads of our path"))
+    folder = work_dir(args)
+    items = args.items or (512 if args.size == "full" else 64)
+    paths = write_jpegs(folder / "jpeg", items)
+    vlm = VisionLanguageModel(llava_dir(folder, args.size), "llava", dtype="bfloat16", device=args.device)
+    attach_random_weights(vlm)
+    vlm.model.generation_config.min_new_tokens = NEW_TOKENS  # every path generates exactly 20 tokens
+    queries = [{"item": i, "row": i, "image": p, "path": p, "label": "x", "question": QUESTION}
+               for i, p in enumerate(paths)]  # fmt: skip
+    prompt = render(TEMPLATE, QUESTION)
+    run = {"batch_size": "auto", "max_batch_size": 256, "max_new_tokens": NEW_TOKENS, "model": vlm.model_dir}
+    batch_size = resolve_batch_size(vlm, run, [prompt])
+    prompt_tokens = int(vlm.input_lengths(vlm.preprocess([load_rgb(paths[0])], [prompt]))[0])
+    flop = llava_flop_per_image(vlm, prompt_tokens, NEW_TOKENS)
+    peak = peak_tflops(args)
+
+    upstream_loop(vlm, paths[:8])  # warm-up (kernels, allocator) for both paths
+    reference, seconds_up, memory_up = timed(lambda: upstream_loop(vlm, paths), args.device)
+    ours, seconds, memory = timed(
+        lambda: run_generation(vlm, queries, TEMPLATE, MARKER, NEW_TOKENS, batch_size, "bench", log=lambda _: None,
+                               block_size=1024, loader_workers=args.workers),  # fmt: skip
+        args.device,
+    )
+    same = sum(r["output"] == text for r, text in zip(ours, reference))
+    rows = []
+    for name, secs, mem, notes in (
+        ("upstream: HF generate, batch 8, dataset order", seconds_up, memory_up, ""),
+        (f"ours: batch {batch_size} (auto), sorted blocks, {args.workers} decoding threads", seconds, memory,
+         f"{same}/{items} outputs identical"),
+    ):  # fmt: skip
+        rate = items / secs
+        rows.append({"name": name, "unit": "images/s", "rate": rate, "memory": mem, "notes": notes,
+                     "mfu": rate * flop / (peak * 1e12) if peak and args.device.startswith("cuda") else None})  # fmt: skip
+    print_table(f"Open-world generation, {NEW_TOKENS} new tokens, {items} JPEG images "
+                f"({flop / 1e9:.4g} GFLOP per image)", args, rows)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

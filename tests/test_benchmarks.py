@@ -1,0 +1,70 @@
+"""The benchmark scripts run on the CPU with the tiny models (ratios only) and report what they measure."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from workflow import busy_seconds, job_intervals, overhead_report  # noqa: E402
+
+
+def bench(script, *args, tmp_path):
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--work", str(tmp_path), "--json",
+                           str(out), *args], capture_output=True, text=True, timeout=600, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_generation_benchmark_compares_the_two_paths_on_the_same_images(tmp_path):
+    stdout, table = bench("generation.py", "--items", "16", tmp_path=tmp_path)
+    assert "| upstream: HF generate, batch 8, dataset order |" in stdout
+    upstream, ours = table["rows"]
+    assert ours["notes"] == "16/16 outputs identical"  # fp32 on the CPU: the optimised path changes nothing
+    assert upstream["rate"] > 0 and ours["rate"] > 0 and table["size"] == "tiny"
+
+
+def test_loglik_benchmark_scores_equal_and_faster(tmp_path):
+    stdout, table = bench("loglik.py", "--classes", "60", tmp_path=tmp_path)
+    upstream, ours = table["rows"]
+    difference = float(ours["notes"].split("max |score difference| ")[1].split()[0])
+    assert difference < 1e-3
+    assert ours["rate"] > 3 * upstream["rate"]  # one pass per chunk against ~4 single-token steps per class
+
+
+def test_clip_benchmark_predictions_identical(tmp_path):
+    stdout, table = bench("clip.py", "--items", "48", "--batch-size", "16", tmp_path=tmp_path)
+    assert table["rows"][1]["notes"] == "48/48 predictions identical"
+
+
+def test_full_size_refuses_a_cpu(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "loglik.py"), "--size", "full", "--device",
+                           "cpu"], capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 2 and "needs a GPU" in proc.stderr
+
+
+def test_busy_time_is_the_union_of_job_intervals():
+    jobs = [{"rule": "a", "start": 0, "end": 4}, {"rule": "b", "start": 1, "end": 3}, {"rule": "a", "start": 6, "end": 7}]
+    assert busy_seconds(jobs) == 5
+    report = overhead_report(10.0, jobs)
+    assert report["overhead_s"] == 5.0 and report["overhead_pct"] == 50.0 and report["top_rules"][0] == ("a", 5)
+
+
+def test_demo_overhead_from_snakemake_job_records(demo_run):
+    intervals = job_intervals(demo_run)
+    wall = float((demo_run / "wall_seconds").read_text())
+    report = overhead_report(wall, intervals)
+    assert len(intervals) > 100 and {"generate", "build_table", "render_notebook", "report_index"} <= {j["rule"] for j in intervals}
+    assert 0 < report["busy_s"] <= wall and report["job_seconds"] >= report["busy_s"]
+
+
+def test_dry_run_benchmark_plans_the_whole_paper(tmp_path):
+    out = tmp_path / "dry.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "workflow.py"), "--json", str(out), "dry-run"],
+                   check=True, cwd=REPO, capture_output=True)  # fmt: skip
+    report = json.loads(out.read_text())
+    assert int(report["jobs"]) > 1000 and report["seconds"] > 0
