@@ -164,3 +164,23 @@ def test_save_steps_checkpoints_within_an_epoch(tiny_models, examples, tmp_path)
     log = run(job(tmp_path, tiny_models / "llava", "llava", "projector", examples, epochs=1, save_steps=1))
     assert len(log["losses"]) == 2
     assert get_last_checkpoint(str(tmp_path / "ckpt")).endswith("checkpoint-2")
+
+
+def test_checkpoints_of_an_earlier_base_model_are_discarded(tmp_path):
+    """A base model rebuilt by its rule (same recipe, new weights) must not resume the old base's checkpoints."""
+    import os
+
+    from vlmrepro.finetune import _discard_checkpoints_of_other_settings
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "model.safetensors").write_bytes(b"old")
+    job = {"base_dir": str(base), "checkpoint_dir": str(tmp_path / "ckpt"), "lr": 1e-3}
+    _discard_checkpoints_of_other_settings(job)
+    (tmp_path / "ckpt" / "checkpoint-5").mkdir()
+    _discard_checkpoints_of_other_settings(job)
+    assert (tmp_path / "ckpt" / "checkpoint-5").is_dir()  # same recipe, same base: resumed
+    (base / "model.safetensors").write_bytes(b"new")
+    os.utime(base / "model.safetensors", ns=(1, 1))
+    _discard_checkpoints_of_other_settings(job)
+    assert not (tmp_path / "ckpt" / "checkpoint-5").exists()

@@ -150,10 +150,12 @@ def trained_parameter_names(model) -> list[str]:
 
 
 def _discard_checkpoints_of_other_settings(job: dict) -> None:
-    """Checkpoints resume only the same training: a changed recipe (lr, epochs, data, base…) starts afresh."""
+    """Checkpoints resume only the same training: a changed recipe (lr, epochs, data…) or a changed base model (its
+    files rewritten, e.g. a demo model retrained by its rule) starts afresh."""
     keys = sorted(k for k in job if k not in ("checkpoint_dir", "out_dir", "log_file", "workers", "device"))
+    base = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(job["base_dir"]).iterdir())
     fingerprint = hashlib.sha256(
-        json.dumps({k: job[k] for k in keys}, sort_keys=True, default=str).encode()
+        json.dumps({"job": {k: job[k] for k in keys}, "base": base}, sort_keys=True, default=str).encode()
     ).hexdigest()
     folder, stamp = Path(job["checkpoint_dir"]), Path(job["checkpoint_dir"]) / "SETTINGS"
     if folder.is_dir() and (not stamp.is_file() or stamp.read_text() != fingerprint):
