@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 from snakemake.utils import validate
 
-from vlmrepro import jobs, versions
+from vlmrepro import findings, jobs, versions
 from vlmrepro.config import check_config
 
 validate(config, "../schemas/config.schema.yaml")
@@ -46,6 +46,12 @@ API_MODELS = [k for k, m in MODELS.items() if m["family"] == "api"]
 VLM_MODELS = [k for k, m in MODELS.items() if m["family"] not in ("open_clip", "baseline", "api")]
 CLIP_MODELS = [k for k, m in MODELS.items() if m["family"] == "open_clip"]
 HUB_MODELS = [k for k, m in MODELS.items() if "hub" in m and k not in FINETUNED_MODELS]
+# demo models trained in a synthetic world (worlds.<name>) by their own jobs; a CLIP, and a LLaVA on its tower
+TRAINED_MODELS = [k for k, m in MODELS.items() if "train" in m and k not in FINETUNED_MODELS]
+WORLDS = config["worlds"]
+# what vlmrepro.world.build_world writes beside images/ (see its docstring)
+WORLD_FILES = ["classes.json", "classes_full.json", "manifest.jsonl", "wikiqa.jsonl", "clip_corpus.jsonl"]
+WORLD_FILES += ["vlm_corpus.json", "wiki_corpus.json", "counts.json", "world.json"]
 API = config["api"]
 TINY_MODELS = [k for k, m in MODELS.items() if "tiny" in m and k not in FINETUNED_MODELS]
 GENERATE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "generate"]
@@ -56,6 +62,7 @@ PROBE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "probe"]
 FREQUENCY_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "frequency"]
 CORPORA = config["corpora"]
 SYNTHETIC_DATASETS = [k for k, d in DATASETS.items() if "synthetic" in d]
+WORLD_DATASETS = [k for k, d in DATASETS.items() if "world" in d]
 MCQ_DATASETS = [k for k, d in DATASETS.items() if "mcq" in d]  # ImageWikiQA-style multiple-choice sets
 RESCORE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "rescore"]
 BENCHMARK_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "benchmark"]
@@ -75,6 +82,8 @@ def manifest_file(wildcards):
         return f"resources/built/{ds}/manifest.jsonl"
     if ds in SYNTHETIC_DATASETS:
         return f"resources/synthetic/{ds}/manifest.jsonl"
+    if ds in WORLD_DATASETS:
+        return f"resources/world-datasets/{ds}/manifest.jsonl"
     if ds in BUILT_DATASETS:
         return f"resources/built/{ds}/manifest.jsonl"
     return f"resources/upstream/{ds}/manifest.jsonl"
@@ -86,7 +95,13 @@ def raw_classes_file(wildcards):
         return f"resources/built/{ds}/classes.json"
     if ds in SYNTHETIC_DATASETS:
         return f"resources/synthetic/{ds}/classes.json"
+    if ds in WORLD_DATASETS:
+        return f"resources/world-datasets/{ds}/classes.json"
     return f"resources/upstream/{ds}/classes.json"
+
+
+def world_of(dataset):
+    return DATASETS[dataset]["world"]["name"]
 
 
 def upstream_source(wildcards):
@@ -105,6 +120,8 @@ def mcq_questions_file(wildcards):
     ds = wildcards.dataset
     if "synthetic" in DATASETS[ds]["mcq"]:
         return f"resources/synthetic/{ds}/questions.jsonl"
+    if "world" in DATASETS[ds]["mcq"]:
+        return f"resources/world/{DATASETS[ds]['mcq']['world']}/wikiqa.jsonl"
     return f"resources/upstream/{ds}/questions.jsonl"
 
 
@@ -114,6 +131,8 @@ def image_root(dataset):
         return os.path.join(image_root(mcq["images_from"]), mcq["images_subdir"])
     if dataset in SYNTHETIC_DATASETS:
         return f"resources/synthetic/{dataset}/images"
+    if dataset in WORLD_DATASETS:
+        return f"resources/world/{world_of(dataset)}/images"
     if dataset in ARCHIVE_DATASETS:
         return f"resources/images/{dataset}"
     return DATASETS[dataset]["images"]["directory"]
@@ -124,6 +143,8 @@ def image_prefix(dataset):
         return f"./{dataset}/"
     if dataset in SYNTHETIC_DATASETS:
         return f"./data/{dataset}/"
+    if dataset in WORLD_DATASETS:
+        return f"./data/{world_of(dataset)}/"
     return DATASETS[dataset]["images"]["prefix"]
 
 
@@ -134,6 +155,8 @@ def image_inputs(wildcards, dataset=None):
     if ds in MCQ_DATASETS:
         return image_inputs(wildcards, DATASETS[ds]["mcq"]["images_from"])
     if ds in SYNTHETIC_DATASETS or ds in ARCHIVE_DATASETS:
+        return [image_root(ds)]
+    if ds in WORLD_DATASETS:
         return [image_root(ds)]
     return []
 
@@ -180,6 +203,8 @@ def model_revision_param(model):
     entry = MODELS[model]
     if "finetuned" in entry:
         return {"finetuned": finetune_params(entry["finetuned"]["recipe"], entry["finetuned"]["dataset"])}
+    if "train" in entry:
+        return {"train": entry["train"], "world": WORLDS[entry["train"]["world"]], "trainer": versions.WORLD_TRAINING}
     return entry["hub"] if "hub" in entry else {"tiny": entry["tiny"]}
 
 
@@ -195,6 +220,24 @@ def finetune_params(recipe, dataset):
         "data": ft.get("mix") or ft.get("captions") or "classification",
         "protocol": versions.FINETUNE,
     }
+
+
+def synonym_inputs(wildcards):
+    inputs = {"classes": f"results/data/{wildcards.dataset}/classes.json"}
+    if wildcards.dataset in WORLD_DATASETS:  # a world class also answers to its family name ("gem")
+        inputs["world"] = f"resources/world/{world_of(wildcards.dataset)}/classes_full.json"
+    return inputs
+
+
+def world_model_inputs(wildcards):
+    """The world a model trains in, and for a LLaVA the CLIP whose image tower it takes."""
+    train = MODELS[wildcards.model]["train"]
+    world = f"resources/world/{train['world']}"
+    inputs = {"images": f"{world}/images"}
+    inputs.update({f.split(".")[0]: f"{world}/{f}" for f in WORLD_FILES})
+    if train["kind"] == "llava":
+        inputs["vision"] = f"models/{train['vision']}"
+    return inputs
 
 
 def finetune_inputs(wildcards):

@@ -118,7 +118,7 @@ rule build_mcq_manifest:
 
 rule make_synthetic_synonyms:
     input:
-        "results/data/{dataset}/classes.json",
+        unpack(synonym_inputs),
     output:
         "resources/synthetic/{dataset}/synonyms.txt",
     log:
@@ -175,3 +175,37 @@ rule plan_queries:
         plan=query_params,
     run:
         jobs.plan_queries(input, output, params, log)
+
+
+rule build_world:
+    output:
+        images=directory("resources/world/{world}/images"),
+        files=expand("resources/world/{{world}}/{file}", file=WORLD_FILES),
+    log:
+        "logs/build_world/{world}.log",
+    wildcard_constraints:
+        world=one_of(WORLDS),
+    conda:
+        "../envs/data.yaml"
+    params:
+        generator=versions.WORLD,
+        spec=lambda wc: WORLDS[wc.world],
+    script:
+        "../scripts/build_world.py"
+
+
+rule world_dataset:
+    input:
+        manifest=lambda wc: f"resources/world/{world_of(wc.dataset)}/manifest.jsonl",
+        classes=lambda wc: f"resources/world/{world_of(wc.dataset)}/classes.json",
+    output:
+        manifest="resources/world-datasets/{dataset}/manifest.jsonl",
+        classes="resources/world-datasets/{dataset}/classes.json",
+    log:
+        "logs/world_dataset/{dataset}.log",
+    wildcard_constraints:
+        dataset=one_of(WORLD_DATASETS),
+    params:
+        n_classes=lambda wc: DATASETS[wc.dataset]["world"]["n_classes"],
+    run:
+        jobs.world_dataset(input, output, params, log)

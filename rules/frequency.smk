@@ -88,3 +88,16 @@ rule correlate_frequency:
         cut_at_hyphen=cut_finetuned_labels,
     run:
         jobs.correlate_frequency(input, output, params, log)
+
+
+rule world_corpus:
+    input:
+        lambda wc: "resources/world/{name}/{part}.json".format(**CORPORA[wc.corpus]["world"]),
+    output:
+        "resources/corpora/{corpus}.json",
+    log:
+        "logs/world_corpus/{corpus}.log",
+    wildcard_constraints:
+        corpus=one_of(k for k, c in CORPORA.items() if "world" in c),
+    run:
+        jobs.world_corpus(input, output, log)

@@ -48,6 +48,7 @@ rule finetune:
         "logs/finetune/{model}.log",
     wildcard_constraints:
         model=one_of(FINETUNED_MODELS),
+    priority: 10
     conda:
         "../envs/models.yaml"
     resources:
@@ -78,3 +79,25 @@ rule build_instruction_mix:
         prompt=lambda wc: FINETUNES[FINETUNED_MODELS[wc.model]["recipe"]]["prompt"],
     script:
         "../scripts/build_instruction_mix.py"
+
+
+rule train_world_model:
+    input:
+        unpack(world_model_inputs),
+    output:
+        model=directory("models/{model}"),
+        log="results/train/{model}.json",
+    log:
+        "logs/train_world_model/{model}.log",
+    wildcard_constraints:
+        model=one_of(TRAINED_MODELS),
+    # the demo's critical path (its models feed most jobs): started before anything that can wait
+    priority: 50
+    conda:
+        "../envs/models.yaml"
+    params:
+        train=lambda wc: MODELS[wc.model]["train"],
+        world=lambda wc: MODELS[wc.model]["train"]["world"],
+        trainer=versions.WORLD_TRAINING,
+    script:
+        "../scripts/train_world_model.py"

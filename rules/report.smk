@@ -3,6 +3,7 @@
 
 localrules:
     build_table,
+    check_findings,
     render_notebook,
     render_summary,
     report_index,
@@ -49,10 +50,24 @@ rule render_notebook:
         "&& jupyter nbconvert --to html --no-input {output.notebook} --output-dir results/report) > {log} 2>&1"
 
 
+rule check_findings:
+    input:
+        findings.score_refs(config["report"]["findings"]),
+    output:
+        "results/report/findings.json",
+    log:
+        "logs/check_findings.log",
+    params:
+        findings=config["report"]["findings"],
+    run:
+        jobs.check_findings(input, output, params, log)
+
+
 rule render_summary:
     input:
         notebook=os.path.join(workflow.basedir, "notebooks", "summary.ipynb"),
         tables=expand("results/tables/{table}.csv", table=TABLES),
+        findings="results/report/findings.json",
     output:
         notebook="results/report/summary.ipynb",
         html=report("results/report/summary.html", category="Index", labels={"page": "summary"}),
@@ -65,7 +80,7 @@ rule render_summary:
         package=lambda wc: workflow.basedir,  # the notebook imports vlmrepro, also from a conda env
     shell:
         "(PYTHONPATH={params.package} papermill {input.notebook} {output.notebook} -k {params.kernel} --cwd . "
-        "-p tables_dir results/tables "
+        "-p tables_dir results/tables -p findings_json {input.findings} "
         "&& jupyter nbconvert --to html --no-input {output.notebook} --output-dir results/report) > {log} 2>&1"
 
 

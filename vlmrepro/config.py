@@ -13,19 +13,32 @@ class ConfigError(ValueError):
 
 def check_config(config: dict) -> None:
     errors = []
+    worlds = config.get("worlds", {})
+
+    def check_world(where: str, name: str) -> None:
+        if name not in worlds:
+            errors.append(f"{where}: unknown world {name!r} (expected one of {sorted(worlds)})")
+
+    for key, corpus in config.get("corpora", {}).items():
+        if "world" in corpus:
+            check_world(f"corpora.{key}.world.name", corpus["world"]["name"])
     for key, ds in config.get("datasets", {}).items():
         where = f"datasets.{key}"
         synonyms = ds.get("synonyms")
         if synonyms is not None and bool(synonyms.get("synthetic")) == ("url" in synonyms):
             errors.append(f"{where}.synonyms needs a url, or synthetic: true")
-        if "synthetic" in ds or "benchmark" in ds:
+        if "world" in ds:
+            check_world(f"{where}.world.name", ds["world"]["name"])
+        if "synthetic" in ds or "benchmark" in ds or "world" in ds:
             continue
         if "mcq" in ds:
             mcq = ds["mcq"]
             if mcq["images_from"] not in config.get("datasets", {}):
                 errors.append(f"{where}.mcq.images_from: unknown dataset {mcq['images_from']!r}")
-            if ("synthetic" in mcq) == bool({"url", "checksum"} & mcq.keys()):
-                errors.append(f"{where}.mcq needs url + checksum, or synthetic")
+            if len({"synthetic", "world"} & mcq.keys()) + bool({"url", "checksum"} & mcq.keys()) != 1:
+                errors.append(f"{where}.mcq needs url + checksum, synthetic, or world")
+            if "world" in mcq:
+                check_world(f"{where}.mcq.world", mcq["world"])
             continue
         manifest, classes, images = ds.get("manifest", {}), ds.get("classes", {}), ds.get("images", {})
         if not ("build" in manifest or {"url", "checksum"} <= manifest.keys()):
@@ -48,16 +61,21 @@ def check_config(config: dict) -> None:
             if "baseline" not in model:
                 errors.append(f"{where}.baseline (random or max_frequency) is required for family baseline")
             continue
-        if ("hub" in model) == ("tiny" in model):
-            errors.append(f"{where} needs exactly one of hub or tiny")
+        if len({"hub", "tiny", "train"} & model.keys()) != 1:
+            errors.append(f"{where} needs exactly one of hub, tiny or train")
+        if "train" in model:
+            check_world(f"{where}.train.world", model["train"]["world"])
+            vision = model["train"].get("vision")
+            if model["train"]["kind"] == "llava" and vision not in config.get("models", {}):
+                errors.append(f"{where}.train.vision: unknown model {vision!r} (the CLIP whose image tower it uses)")
         if model["family"] not in CLIP_FAMILIES:
             if "{question}" not in model.get("template", ""):
                 errors.append(f"{where}.template must contain {{question}}")
             if not model.get("answer_marker"):
                 errors.append(f"{where}.answer_marker is required for family {model['family']}")
     for key, corpus in config.get("corpora", {}).items():
-        if ("hub" in corpus) == ("synthetic" in corpus):
-            errors.append(f"corpora.{key} needs exactly one of hub or synthetic")
+        if len({"hub", "synthetic", "world"} & corpus.keys()) != 1:
+            errors.append(f"corpora.{key} needs exactly one of hub, synthetic or world")
     settings, datasets = config.get("settings", {}), config.get("datasets", {})
     models = dict(config.get("models", {}))
     for key, recipe in config.get("finetunes", {}).items():

@@ -220,13 +220,54 @@ def build_mcq_manifest(input, output, params, log) -> None:
 
 
 def make_synthetic_synonyms(input, output, log) -> None:
-    """Demo stand-in for the ImageNet synonym list: each '<colour> <shape>' class also answers to other names."""
+    """Demo stand-in for the ImageNet synonym list: each '<colour> <shape>' class also answers to other names; a
+    world's class to its family name (the generic word its captions use for it)."""
     from .datasets import SYNTHETIC_SYNONYMS
 
     with _logged(log[0]):
-        classes = read_json(input[0])
+        classes = read_json(input.classes)
         table = {}
+        if "world" in input.keys():
+            family = {c["name"]: c["family"] for c in read_json(input.world)}
+            table = {i: f"{name}, {family[name]}" for i, name in enumerate(classes)}
         for i, name in enumerate(classes):
+            if i in table:
+                continue
             colour, shape = name.split(" ", 1)
             table[i] = ", ".join([name, *(f"{colour} {alias}" for alias in SYNTHETIC_SYNONYMS.get(shape, []))])
         write_text(output[0], repr(table) + "\n")
+
+
+def world_dataset(input, output, params, log) -> None:
+    """A classification dataset of a synthetic world: its manifest, or the rows of its first ``n_classes``."""
+    with _logged(log[0]) as out:
+        classes = read_json(input.classes)
+        if params.n_classes:
+            if params.n_classes > len(classes):
+                raise ValueError(f"{input.classes} has {len(classes)} classes, fewer than n_classes {params.n_classes}")
+            classes = classes[: params.n_classes]
+        kept = set(classes)
+        rows = [r for r in read_jsonl(input.manifest) if r["label"] in kept]
+        write_jsonl(output.manifest, rows)
+        write_json(output.classes, classes)
+        print(f"{len(rows)} rows of {len(classes)} classes", file=out)
+
+
+def world_corpus(input, output, log) -> None:
+    """A corpus of a synthetic world (``vlm_corpus``: its VLM's captions and conversations; ``wiki_corpus``: its
+    text-only facts) under resources/corpora, where the frequency and instruction-mix rules read corpora."""
+    with _logged(log[0]) as out:
+        records = read_json(input[0])
+        write_json(output[0], records)
+        print(f"{len(records)} records", file=out)
+
+
+def check_findings(input, output, params, log) -> None:
+    from .findings import evaluate_findings
+
+    with _logged(log[0]) as out:
+        scores = {path: read_json(path) for path in input}
+        result = evaluate_findings(params.findings, scores)
+        write_json(output[0], result)
+        for finding in result:
+            print(f"{finding['finding']}: {'holds' if finding['holds'] else 'DOES NOT HOLD'}", file=out)

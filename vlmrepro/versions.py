@@ -16,3 +16,5 @@ TINY_BUILDER = 2  # 2: the tiny OPT tokenizer adds BOS like facebook/opt's
 API = 1
 BENCHMARK = 1
 SYNTHETIC_DATA = 2  # 2: demo images named uniquely (found by file name), text-only synthetic instruction corpus
+WORLD = 1  # the demo world (vlmrepro.world): classes, images, corpora, mini ImageWikiQA
+WORLD_TRAINING = 1  # its CLIP and LLaVA trainers (vlmrepro.train_world)
