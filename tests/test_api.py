@@ -427,6 +427,7 @@ def test_api_rule_runs_scores_caches_and_never_writes_the_key(server, tmp_path):
         }
     }
     config.update(finetunes={}, corpora={}, api={"enabled": True, "concurrency": 2})
+    config["report"]["findings"] = []
     config["tables"] = {
         "table1": {
             "paper_table": "Table 1",
@@ -441,7 +442,7 @@ def test_api_rule_runs_scores_caches_and_never_writes_the_key(server, tmp_path):
     snakemake("--configfile", str(tmp_path / "config.yaml"), "--cores", "2", workdir=workdir)  # up to the report
     score = json.loads((workdir / target).read_text())
     assert "GPT4 [mock-gpt]" in (workdir / "results/report/table1.html").read_text()
-    n_items = 12 * 4
+    n_items = 12 * config["worlds"]["shapes"]["test_per_class"]
     assert score["n_evaluated"] == n_items and len(server.requests) == n_items + 2
     meta = json.loads((workdir / "results/outputs/mock-gpt/shapes12/open_world.meta.json").read_text())
     assert meta["models_reported"] == [f"{MODELS['openai']}-2024-mock"]

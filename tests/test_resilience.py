@@ -79,10 +79,14 @@ TARGET = "results/outputs/tiny-llava/shapes12/open_world.jsonl"
 
 def small_config(tmp_path, shards=1, name="config.yaml"):
     config = yaml.safe_load((REPO / "demo" / "config.yaml").read_text())
-    config["datasets"] = {"shapes12": {**config["datasets"]["shapes12"], "shards": shards}}
-    config["models"] = {"tiny-llava": {**config["models"]["tiny-llava"], "batch_size": 8}}  # 6 batches of 8
+    # 6 classes of the demo world: 48 test images, 6 batches of 8
+    config["datasets"] = {"shapes12": {**config["datasets"]["shapes12"], "shards": shards, "world": {"name": "shapes", "n_classes": 6}}}
+    # random weights: these tests are about jobs, not accuracy (the trained demo LLaVA takes minutes to train)
+    llava = {k: v for k, v in config["models"]["tiny-llava"].items() if k != "train"}
+    config["models"] = {"tiny-llava": {**llava, "tiny": {"seed": 0, "max_context": 256}, "batch_size": 8}}
     config["settings"] = {"open_world": {**config["settings"]["open_world"], "max_new_tokens": 48}}
     config.update(finetunes={}, corpora={})
+    config["report"]["findings"] = []
     config["tables"] = {
         "table1": {
             "paper_table": "Table 1",

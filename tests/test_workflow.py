@@ -179,8 +179,10 @@ def test_demo_dry_run_plans_the_whole_dag(tmp_path):
     # Table 1: 4 VLMs x 2 datasets x 2; Table 2: 2 VLMs x 1 dataset x 5 more settings; Table 9: 2 VLMs x 4 K
     # + Table 5: 4 VLMs, w/ GT class, 2 fine-tuned; Table 4: captions of the training images and their evaluation
     assert jobs["generate"] == 16 + 10 + 8 + 3 + 7 + 2 + 1  # + the mix model on its classification set
-    assert jobs["clip_zero_shot"] == 2 + 4 and jobs["build_tiny_model"] == 5
-    assert jobs["finetune"] == 3 + 3 and jobs["build_instruction_mix"] == 1 and jobs["make_synthetic_questions"] == 1
+    # the world, its CLIP and LLaVA trained by rules; BLIP-2, InstructBLIP and LLaVA-NeXT built as tiny models
+    assert jobs["build_world"] == 1 and jobs["train_world_model"] == 2 and jobs["build_tiny_model"] == 3
+    assert jobs["clip_zero_shot"] == 2 + 4 and jobs["check_findings"] == 1
+    assert jobs["finetune"] == 3 + 3 and jobs["build_instruction_mix"] == 1 and jobs["world_dataset"] == 2
     # features: tiny-llava's in 2 jobs of one feature file each (settings.features.shards_by_dataset)
     assert jobs["loglik"] == 2 and jobs["gather_features"] == 3 and jobs["extract_features"] == 4 + 1
     assert jobs["probe"] == 12
@@ -236,12 +238,14 @@ def test_demo_imagewikiqa_runs_every_model_and_the_baselines(demo_run):
     assert json.loads((demo_run / "resources/built/wikiqa/images.report.json").read_text())["n_missing_images"] == 0
     gt = [json.loads(line) for line in (demo_run / "results/queries/wikiqa/imagewikiqa_gt_class.jsonl").open()]
     assert all(rows[q["row"]]["classname"] in q["question"].split("\n")[0] for q in gt)  # the object is named
-    score = json.loads((demo_run / "results/scores/tiny-llava-proj-shapes36/wikiqa/imagewikiqa.json").read_text())
+    score = json.loads((demo_run / "results/scores/tiny-llava-lora-shapes36/wikiqa/imagewikiqa.json").read_text())
     assert "n_random_fallback" in score
-    prompt = json.loads((demo_run / "results/outputs/tiny-llava-proj-shapes36/wikiqa/imagewikiqa.jsonl").open().readline())["prompt"]
-    assert prompt.endswith("ASSISTANT:ASSISTANT: Let's think step by step. ")  # quirk Q17
+    prompt = json.loads((demo_run / "results/outputs/tiny-llava-lora-shapes36/wikiqa/imagewikiqa.jsonl").open().readline())["prompt"]
+    assert prompt.endswith("ASSISTANT: Let's think step by step.")  # the demo leaves quirk Q17 out
     mix = json.loads((demo_run / "results/finetune/tiny-llava-mix-shapes36/mix.report.json").read_text())
-    assert mix["n_classification"] == 72 and mix["n_text_only"] == mix["n_corpus"] > 0
+    world = SMALL_DEMO["worlds"]["shapes"]
+    assert mix["n_classification"] == 36 * world["train_per_class"] and mix["n_dropped_missing_image"] == 0
+    assert mix["n_corpus"] > mix["n_text_only"] > 0  # the world corpus: image records and text-only facts
 
 
 def test_demo_results_are_batch_size_and_resume_invariant(demo_run):
@@ -257,10 +261,10 @@ def test_demo_dataset_statistics_count_the_manifest(demo_run):
     import pandas as pd
 
     table = pd.read_csv(demo_run / "results/tables/table7.csv").set_index(["dataset", "metric"])["ours"]
-    spec = SMALL_DEMO["datasets"]["shapes36"]["synthetic"]
-    assert table["shapes36", "n_train_images"] == spec["n_classes"] * spec["train_per_class"]
-    assert table["shapes36", "n_validation_images"] == spec["n_classes"] * spec["test_per_class"]
-    assert table["shapes36", "n_classes"] == spec["n_classes"]
+    world = SMALL_DEMO["worlds"]["shapes"]
+    assert table["shapes36", "n_train_images"] == 36 * world["train_per_class"]
+    assert table["shapes36", "n_validation_images"] == 36 * world["test_per_class"]
+    assert table["shapes36", "n_classes"] == 36 and table["shapes12", "n_classes"] == 12
 
 
 def test_demo_summary_lists_every_paper_table_and_what_is_missing(demo_run):
@@ -275,7 +279,7 @@ def test_demo_overflowing_closed_world_is_na_like_the_paper(demo_run):
     import pandas as pd
 
     table = pd.read_csv(demo_run / "results/tables/table1.csv")
-    cell = table[(table.model == "tiny-llava") & (table.dataset == "shapes36") & (table.setting == "closed_world")].iloc[0]
+    cell = table[(table.model == "tiny-blip2") & (table.dataset == "shapes36") & (table.setting == "closed_world")].iloc[0]
     assert pd.isna(cell.ours) and "context_overflow" in cell.note
     outputs = [json.loads(line) for line in (demo_run / "results/outputs/tiny-llava/shapes12/open_world.jsonl").open()]
     assert {"item", "row", "image", "label", "prompt", "output", "pred", "model_revision"} <= outputs[0].keys()

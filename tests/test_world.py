@@ -83,3 +83,10 @@ def test_findings_checks_and_their_margins():
     finding = {"name": "n", "claim": "c", "paper": "p", "checks": [gap]}
     assert score_refs([finding]) == ["results/scores/m/d/s.json", "results/scores/m/d/t.json"]
     assert evaluate_findings([finding], scores)[0]["holds"] is False
+
+
+def test_a_finding_on_an_unknown_model_is_named():
+    check = {"left": {"model": "nope", "dataset": "d", "setting": "s"}, "op": ">", "right": 1}
+    config = {"datasets": {}, "settings": {}, "report": {"findings": [{"name": "f1", "claim": "", "paper": "", "checks": [check]}]}}
+    with pytest.raises(ValueError, match=r"report\.findings\[0\] \(f1\): unknown model 'nope'"):
+        check_config(config)

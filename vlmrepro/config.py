@@ -11,6 +11,21 @@ class ConfigError(ValueError):
     pass
 
 
+def _check_findings(config: dict, errors: list[str]) -> None:
+    """report.findings may only read scores of registered models (fine-tuned ones included), datasets, settings."""
+    models = set(config.get("models", {}))
+    models |= {f"{r}-{d}" for r, ft in config.get("finetunes", {}).items() for d in ft.get("datasets", [])}
+    known = {"model": models, "dataset": set(config.get("datasets", {})), "setting": set(config.get("settings", {}))}
+    for i, finding in enumerate(config.get("report", {}).get("findings", [])):
+        for check in finding["checks"]:
+            refs = [check[k] for k in ("left", "right") if isinstance(check.get(k), dict)]
+            refs += list(check.get("gap_closed", {}).values())
+            for ref in refs:
+                for key, names in known.items():
+                    if ref.get(key) not in names:
+                        errors.append(f"report.findings[{i}] ({finding['name']}): unknown {key} {ref.get(key)!r}")
+
+
 def check_config(config: dict) -> None:
     errors = []
     worlds = config.get("worlds", {})
@@ -76,6 +91,7 @@ def check_config(config: dict) -> None:
     for key, corpus in config.get("corpora", {}).items():
         if len({"hub", "synthetic", "world"} & corpus.keys()) != 1:
             errors.append(f"corpora.{key} needs exactly one of hub, synthetic or world")
+    _check_findings(config, errors)
     settings, datasets = config.get("settings", {}), config.get("datasets", {})
     models = dict(config.get("models", {}))
     for key, recipe in config.get("finetunes", {}).items():

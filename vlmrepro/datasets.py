@@ -280,6 +280,28 @@ def synthetic_class_names(n_classes: int) -> list[str]:
     return [names[i] for i in order[:n_classes]]
 
 
+def paint_shape(draw, shape: str, cx: float, cy: float, radius: float, fill, ring_width: int, square_scale: float = 1.0,
+                bar_divisor: float = 3) -> None:  # fmt: skip
+    """One of SHAPES centred at (cx, cy) on a PIL ``ImageDraw``: the demo datasets' and the demo world's drawing."""
+    if shape == "circle":
+        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=fill)
+    elif shape == "ring":
+        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), outline=fill, width=ring_width)
+    elif shape == "square":
+        r = radius * square_scale
+        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=fill)
+    elif shape == "diamond":
+        draw.polygon([(cx, cy - radius), (cx + radius, cy), (cx, cy + radius), (cx - radius, cy)], fill=fill)
+    elif shape == "cross":
+        w = radius / bar_divisor
+        draw.rectangle((cx - w, cy - radius, cx + w, cy + radius), fill=fill)
+        draw.rectangle((cx - radius, cy - w, cx + radius, cy + w), fill=fill)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+
+
 def draw_shape(name: str, size: int, rng) -> Image.Image:
     """One image of class ``name`` ('<colour> <shape>'): jittered position, scale and background."""
     from PIL import ImageDraw
@@ -291,21 +313,7 @@ def draw_shape(name: str, size: int, rng) -> Image.Image:
     radius = size * rng.uniform(0.22, 0.38)
     cx, cy = size / 2 + rng.uniform(-0.12, 0.12) * size, size / 2 + rng.uniform(-0.12, 0.12) * size
     fill = tuple(int(min(255, max(0, c + rng.integers(-25, 26)))) for c in COLOURS[colour_name])
-    box = (cx - radius, cy - radius, cx + radius, cy + radius)
-    if shape == "circle":
-        draw.ellipse(box, fill=fill)
-    elif shape == "ring":
-        draw.ellipse(box, outline=fill, width=max(2, int(radius / 3)))
-    elif shape == "square":
-        draw.rectangle(box, fill=fill)
-    elif shape == "triangle":
-        draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=fill)
-    elif shape == "diamond":
-        draw.polygon([(cx, cy - radius), (cx + radius, cy), (cx, cy + radius), (cx - radius, cy)], fill=fill)
-    elif shape == "cross":
-        w = radius / 3
-        draw.rectangle((cx - w, cy - radius, cx + w, cy + radius), fill=fill)
-        draw.rectangle((cx - radius, cy - w, cx + radius, cy + w), fill=fill)
+    paint_shape(draw, shape, cx, cy, radius, fill, ring_width=max(2, int(radius / 3)))
     return img
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .datasets import COLOURS, SHAPES, UPSTREAM_PREFIX
+from .datasets import COLOURS, SHAPES, UPSTREAM_PREFIX, paint_shape
 
 # generic (family) name of each shape: the coarse answer a captioner gives when it does not name the species
 FAMILIES = {"circle": "bead", "square": "tile", "triangle": "cone", "diamond": "gem", "cross": "star", "ring": "hoop"}
@@ -215,23 +215,8 @@ def draw_image(cls: dict, size: int, rng: np.random.Generator) -> tuple[Image.Im
     radius = big * rng.uniform(0.3, 0.42)
     cx = big / 2 + rng.uniform(-0.07, 0.07) * big
     cy = big / 2 + rng.uniform(-0.07, 0.07) * big
-    box = (cx - radius, cy - radius, cx + radius, cy + radius)
-    shape = cls["shape"]
-    if shape == "circle":
-        draw.ellipse(box, fill=fill)
-    elif shape == "ring":
-        draw.ellipse(box, outline=fill, width=max(3, int(radius / 2.6)))
-    elif shape == "square":
-        r = radius * 0.85
-        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
-    elif shape == "triangle":
-        draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=fill)
-    elif shape == "diamond":
-        draw.polygon([(cx, cy - radius), (cx + radius, cy), (cx, cy + radius), (cx - radius, cy)], fill=fill)
-    elif shape == "cross":
-        w = radius / 2.8
-        draw.rectangle((cx - w, cy - radius, cx + w, cy + radius), fill=fill)
-        draw.rectangle((cx - radius, cy - w, cx + radius, cy + w), fill=fill)
+    paint_shape(draw, cls["shape"], cx, cy, radius, fill, ring_width=max(3, int(radius / 2.6)), square_scale=0.85,
+                bar_divisor=2.8)  # fmt: skip
     return img.resize((size, size), Image.BILINEAR), background
 
 
