@@ -25,14 +25,14 @@ def snakemake_command() -> list[str]:
 
 
 def job_intervals(workdir: Path) -> list[dict]:
-    """One entry per job that ran: rule, start, end (a job with several outputs has one record per output)."""
+    """One entry per job that ran: rule, start, end (a job with several outputs has one record per output, all
+    with its job hash: the earliest start and latest end are the job's)."""
     jobs = {}
     for record in (workdir / ".snakemake" / "metadata").iterdir():
         meta = json.loads(record.read_text())
         if meta.get("starttime") and meta.get("endtime"):
-            jobs[meta["job_hash"], meta["starttime"]] = {
-                "rule": meta["rule"], "start": meta["starttime"], "end": meta["endtime"]
-            }  # fmt: skip
+            job = jobs.setdefault(meta["job_hash"], {"rule": meta["rule"], "start": meta["starttime"], "end": 0.0})
+            job["start"], job["end"] = min(job["start"], meta["starttime"]), max(job["end"], meta["endtime"])
     return sorted(jobs.values(), key=lambda j: j["start"])
 
 

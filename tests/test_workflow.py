@@ -176,17 +176,18 @@ def test_bad_checksum_fails_naming_the_url_and_keeps_nothing(tmp_path):
 def test_demo_dry_run_plans_the_whole_dag(tmp_path):
     proc = snakemake("-n", "--configfile", str(REPO / "demo" / "config.yaml"), workdir=tmp_path)
     jobs = planned_jobs(proc.stdout)
-    # Table 1: 4 VLMs x 2 datasets x 2; Table 2: 2 VLMs x 1 dataset x 5 more settings; Table 9: 2 VLMs x 4 K
-    # + Table 5: 4 VLMs, w/ GT class, 2 fine-tuned; Table 4: captions of the training images and their evaluation
-    assert jobs["generate"] == 16 + 10 + 8 + 3 + 7 + 2 + 1  # + the mix model on its classification set
-    # the world, its CLIP and LLaVA trained by rules; BLIP-2, InstructBLIP and LLaVA-NeXT built as tiny models
-    assert jobs["build_world"] == 1 and jobs["train_world_model"] == 2 and jobs["build_tiny_model"] == 3
-    assert jobs["clip_zero_shot"] == 2 + 4 and jobs["check_findings"] == 1
+    # Table 1: 3 VLMs x 2 datasets x 2; Table 2: 2 VLMs x 1 dataset x 5 more settings; Table 9: 2 VLMs x 4 K
+    # + Table 5: 3 VLMs, w/ GT class, 2 fine-tuned; Table 4: captions of the training images and their evaluation
+    assert jobs["generate"] == 12 + 10 + 8 + 3 + 6 + 2 + 1 + 1  # + the mix model on its classification set
+    # the world, its CLIP and LLaVA trained by rules; BLIP-2 and LLaVA-NeXT built as tiny random models
+    assert jobs["build_world"] == 1 and jobs["train_world_model"] == 2 and jobs["build_tiny_model"] == 2
+    assert jobs["clip_zero_shot"] == 2 + 4 and jobs["check_findings"] == 1 and jobs["check_invariance"] == 2
     assert jobs["finetune"] == 3 + 3 and jobs["build_instruction_mix"] == 1 and jobs["world_dataset"] == 2
-    # features: tiny-llava's in 2 jobs of one feature file each (settings.features.shards_by_dataset)
-    assert jobs["loglik"] == 2 and jobs["gather_features"] == 3 and jobs["extract_features"] == 4 + 1
-    assert jobs["probe"] == 12
-    assert jobs["correlate_frequency"] == 6 and jobs["build_table"] == 12 and jobs["rescore_synonyms"] == 4
+    # features: shapes12's in 2 jobs of one feature file each (settings.features.shards_by_dataset), and shapes36's
+    # of the trained LLaVA and CLIP, and probabilistic inference on shapes36, for findings 2 and 3
+    assert jobs["loglik"] == 2 + 1 and jobs["gather_features"] == 3 + 2 and jobs["extract_features"] == 5 + 2
+    assert jobs["probe"] == 12 + 2
+    assert jobs["correlate_frequency"] == 6 and jobs["build_table"] == 12 and jobs["rescore_synonyms"] == 3
     assert "download_model" not in jobs and "download_upstream_file" not in jobs  # nothing of config.yaml leaks in
 
 
