@@ -147,6 +147,7 @@ def local_dataset_config(tmp_path, checksum=None, directory=None):
     }
     config["tables"] = {"table1": config["tables"]["table1"]}
     config["finetunes"] = {}
+    config["report"]["findings"] = []
     for group in config["tables"]["table1"]["groups"]:
         group["datasets"] = ["cars"]
     return write_config(tmp_path, config)
@@ -303,7 +304,8 @@ def test_editing_one_models_prompt_reruns_only_its_jobs(demo_run, tmp_path):
     metas = (demo_run / "results/outputs/tiny-llava").glob("*/*.meta.json")
     expected = [p for p in metas if json.loads(p.read_text()).get("template") == template]
     assert jobs["generate"] == len(expected) + 1 and jobs["finetune"] == 1
-    assert jobs["gather_features"] == 1 and "loglik" not in jobs and "build_tiny_model" not in jobs
+    # its features on shapes12 (Tables 3 and 10) and shapes36 (finding 3)
+    assert jobs["gather_features"] == 2 and "loglik" not in jobs and "build_tiny_model" not in jobs
     assert not {"clip_zero_shot", "plan_queries", "prepare_split"} & jobs.keys()
     for rule in ("generate", "extract_features", "probe", "correlate_frequency", "finetune"):
         for wildcards in planned_wildcards(proc.stdout, rule):

@@ -22,8 +22,9 @@ def _check_findings(config: dict, errors: list[str]) -> None:
             refs += list(check.get("gap_closed", {}).values())
             for ref in refs:
                 for key, names in known.items():
-                    if ref.get(key) not in names:
-                        errors.append(f"report.findings[{i}] ({finding['name']}): unknown {key} {ref.get(key)!r}")
+                    message = f"report.findings[{i}] ({finding['name']}): unknown {key} {ref.get(key)!r}"
+                    if ref.get(key) not in names and message not in errors:
+                        errors.append(message)
 
 
 def check_config(config: dict) -> None:
