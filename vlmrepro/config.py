@@ -13,14 +13,14 @@ class ConfigError(ValueError):
 
 def _check_findings(config: dict, errors: list[str]) -> None:
     """report.findings may only read scores of registered models (fine-tuned ones included), datasets, settings."""
+    from .findings import check_refs
+
     models = set(config.get("models", {}))
     models |= {f"{r}-{d}" for r, ft in config.get("finetunes", {}).items() for d in ft.get("datasets", [])}
     known = {"model": models, "dataset": set(config.get("datasets", {})), "setting": set(config.get("settings", {}))}
     for i, finding in enumerate(config.get("report", {}).get("findings", [])):
         for check in finding["checks"]:
-            refs = [check[k] for k in ("left", "right") if isinstance(check.get(k), dict)]
-            refs += list(check.get("gap_closed", {}).values())
-            for ref in refs:
+            for ref in check_refs(check):
                 for key, names in known.items():
                     message = f"report.findings[{i}] ({finding['name']}): unknown {key} {ref.get(key)!r}"
                     if ref.get(key) not in names and message not in errors:

@@ -15,15 +15,15 @@ def score_path(ref: dict) -> str:
     return f"results/scores/{ref['model']}/{ref['dataset']}/{ref['setting']}.json"
 
 
+def check_refs(check: dict) -> list[dict]:
+    """The scores a check reads (numbers compared against are not scores)."""
+    refs = [check[k] for k in ("left", "right") if isinstance(check.get(k), dict)]
+    return refs + list(check.get("gap_closed", {}).values())
+
+
 def score_refs(findings: list[dict]) -> list[str]:
     """Every score file the findings read (the rule's inputs)."""
-    paths = []
-    for finding in findings:
-        for check in finding["checks"]:
-            refs = [check[k] for k in ("left", "right") if isinstance(check.get(k), dict)]
-            refs += list(check.get("gap_closed", {}).values())
-            paths += [score_path(r) for r in refs]
-    return sorted(set(paths))
+    return sorted({score_path(ref) for finding in findings for check in finding["checks"] for ref in check_refs(check)})
 
 
 def _value(ref, scores: dict) -> float:
