@@ -154,7 +154,7 @@ rule prepare_split:
         "logs/prepare_split/{dataset}/{split}.log",
     conda:
         "../envs/data.yaml"
-    threads: 4
+    threads: config["data_threads"]
     params:
         prefix=lambda wc: image_prefix(wc.dataset),
         image_root=lambda wc: image_root(wc.dataset),
