@@ -177,17 +177,20 @@ def test_bad_checksum_fails_naming_the_url_and_keeps_nothing(tmp_path):
 def test_demo_dry_run_plans_the_whole_dag(tmp_path):
     proc = snakemake("-n", "--configfile", str(REPO / "demo" / "config.yaml"), workdir=tmp_path)
     jobs = planned_jobs(proc.stdout)
-    # Table 1: 3 VLMs x 2 datasets x 2; Table 2: 2 VLMs x 1 dataset x 5 more settings; Table 9: 2 VLMs x 4 K
-    # + Table 5: 3 VLMs, w/ GT class, 2 fine-tuned; Table 4: captions of the training images and their evaluation
-    assert jobs["generate"] == 12 + 10 + 8 + 3 + 6 + 2 + 1 + 1  # + the mix model on its classification set
+    # Table 1: 2 VLMs x 2 datasets x 2 + LLaVA-NeXT x shapes36 x 2; Table 2: the LLaVA's 4 more settings; Table 9:
+    # 4 K; Table 5: 3 VLMs, w/ GT class, 2 fine-tuned; Table 3: 3 fine-tuned; Table 4: captions of the training
+    # images and their evaluation
+    assert jobs["generate"] == 10 + 4 + 4 + 6 + 3 + 2 + 1  # + the mix model on its classification set
     # the world, its CLIP and LLaVA trained by rules; BLIP-2 and LLaVA-NeXT built as tiny random models
     assert jobs["build_world"] == 1 and jobs["train_world_model"] == 2 and jobs["build_tiny_model"] == 2
-    assert jobs["clip_zero_shot"] == 2 + 4 and jobs["check_findings"] == 1 and jobs["check_invariance"] == 2
-    assert jobs["finetune"] == 3 + 3 and jobs["build_instruction_mix"] == 1 and jobs["world_dataset"] == 2
-    # features: shapes12's in 2 jobs of one feature file each (settings.features.shards_by_dataset), and shapes36's
-    # of the trained LLaVA and CLIP, and probabilistic inference on shapes36, for findings 2 and 3
-    assert jobs["loglik"] == 2 + 1 and jobs["gather_features"] == 3 + 2 and jobs["extract_features"] == 5 + 2
-    assert jobs["probe"] == 12 + 2
+    assert jobs["clip_zero_shot"] == 2 + 4 and jobs["check_findings"] == 1 and jobs["check_invariance"] == 1
+    # proj, LoRA, Q-Former, captions; the instruction mix
+    assert jobs["finetune"] == 4 + 1 and jobs["build_instruction_mix"] == 1 and jobs["world_dataset"] == 2
+    # features: shapes12's in 2 jobs of one feature file each (settings.features.shards_by_dataset), shapes36's of
+    # the trained LLaVA, and CLIP's of both; probabilistic inference of the LLaVA (shapes36) and BLIP-2 (shapes12)
+    assert jobs["loglik"] == 2 and jobs["gather_features"] == 2 + 2 and jobs["extract_features"] == 3 + 2
+    # the LLaVA's 6 probes on shapes12 (Tables 3, 10) and 2 on shapes36 (Table 3, finding 3); CLIP's linear probes
+    assert jobs["probe"] == 6 + 2 + 2
     assert jobs["correlate_frequency"] == 6 and jobs["build_table"] == 12 and jobs["rescore_synonyms"] == 3
     assert "download_model" not in jobs and "download_upstream_file" not in jobs  # nothing of config.yaml leaks in
 
