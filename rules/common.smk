@@ -154,9 +154,7 @@ def image_inputs(wildcards, dataset=None):
     ds = dataset or wildcards.dataset
     if ds in MCQ_DATASETS:
         return image_inputs(wildcards, DATASETS[ds]["mcq"]["images_from"])
-    if ds in SYNTHETIC_DATASETS or ds in ARCHIVE_DATASETS:
-        return [image_root(ds)]
-    if ds in WORLD_DATASETS:
+    if ds in SYNTHETIC_DATASETS or ds in ARCHIVE_DATASETS or ds in WORLD_DATASETS:
         return [image_root(ds)]
     return []
 

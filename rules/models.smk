@@ -97,7 +97,6 @@ rule train_world_model:
         "../envs/models.yaml"
     params:
         train=lambda wc: MODELS[wc.model]["train"],
-        world=lambda wc: MODELS[wc.model]["train"]["world"],
         trainer=versions.WORLD_TRAINING,
     script:
         "../scripts/train_world_model.py"

@@ -8,7 +8,8 @@ from vlmrepro.train_world import LLAVA_SPEC, llava_examples, train_clip, train_l
 with job_logging(snakemake):
     train = dict(snakemake.params.train)
     kind, inputs = train.pop("kind"), snakemake.input
-    train.pop("world"), train.pop("vision", None)
+    world = train.pop("world")
+    train.pop("vision", None)
     out = snakemake.output.model
     work = out + ".part"
     shutil.rmtree(work, ignore_errors=True)
@@ -16,7 +17,7 @@ with job_logging(snakemake):
         log = train_clip(read_jsonl(inputs.clip_corpus), inputs.images, work, train)
     else:
         spec = {**LLAVA_SPEC, **train}
-        roots = {snakemake.params.world: inputs.images}
+        roots = {world: inputs.images}
         examples = llava_examples(read_json(inputs.vlm_corpus), roots, spec["vicuna_share"], spec["seed"])
         facts = llava_examples(read_json(inputs.wiki_corpus), {}, spec["vicuna_share"], spec["seed"] + 1)
         log = train_llava(inputs.vision, examples, read_json(inputs.classes_full), work, spec, repeated=facts)

@@ -11,12 +11,11 @@ class ConfigError(ValueError):
     pass
 
 
-def _check_findings(config: dict, errors: list[str]) -> None:
-    """report.findings may only read scores of registered models (fine-tuned ones included), datasets, settings."""
+def _check_findings(config: dict, models: set[str], errors: list[str]) -> None:
+    """report.findings may only read scores of ``models`` (fine-tuned "<recipe>-<dataset>" ones included), and of
+    registered datasets and settings."""
     from .findings import check_refs
 
-    models = set(config.get("models", {}))
-    models |= {f"{r}-{d}" for r, ft in config.get("finetunes", {}).items() for d in ft.get("datasets", [])}
     known = {"model": models, "dataset": set(config.get("datasets", {})), "setting": set(config.get("settings", {}))}
     for i, finding in enumerate(config.get("report", {}).get("findings", [])):
         for check in finding["checks"]:
@@ -92,7 +91,6 @@ def check_config(config: dict) -> None:
     for key, corpus in config.get("corpora", {}).items():
         if len({"hub", "synthetic", "world"} & corpus.keys()) != 1:
             errors.append(f"corpora.{key} needs exactly one of hub, synthetic or world")
-    _check_findings(config, errors)
     settings, datasets = config.get("settings", {}), config.get("datasets", {})
     models = dict(config.get("models", {}))
     for key, recipe in config.get("finetunes", {}).items():
@@ -116,6 +114,8 @@ def check_config(config: dict) -> None:
         tuned = {**models[recipe["base"]], "cot_template": recipe.get("cot_template", "")}
         models[key] = tuned
         models.update({f"{key}-{dataset}": tuned for dataset in recipe.get("datasets", [])})
+    # a recipe's own name stands for its models in tables only: scores are those of "<recipe>-<dataset>"
+    _check_findings(config, set(models) - set(config.get("finetunes", {})), errors)
     for name, table in config.get("tables", {}).items():
         for g, group in enumerate(table["groups"]):
             where = f"tables.{name}.groups[{g}]"

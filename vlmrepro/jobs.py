@@ -226,15 +226,14 @@ def make_synthetic_synonyms(input, output, log) -> None:
 
     with _logged(log[0]):
         classes = read_json(input.classes)
-        table = {}
         if "world" in input.keys():
             family = {c["name"]: c["family"] for c in read_json(input.world)}
             table = {i: f"{name}, {family[name]}" for i, name in enumerate(classes)}
-        for i, name in enumerate(classes):
-            if i in table:
-                continue
-            colour, shape = name.split(" ", 1)
-            table[i] = ", ".join([name, *(f"{colour} {alias}" for alias in SYNTHETIC_SYNONYMS.get(shape, []))])
+        else:
+            table = {}
+            for i, name in enumerate(classes):
+                colour, shape = name.split(" ", 1)
+                table[i] = ", ".join([name, *(f"{colour} {alias}" for alias in SYNTHETIC_SYNONYMS.get(shape, []))])
         write_text(output[0], repr(table) + "\n")
 
 
