@@ -171,6 +171,8 @@ rule plan_queries:
         "results/queries/{dataset}/{setting}.jsonl",
     log:
         "logs/plan_queries/{dataset}/{setting}.log",
+    # instant, and the fine-tunes wait for their training plans: planned as soon as the split is ready
+    priority: 40
     params:
         plan=query_params,
     run:

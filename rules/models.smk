@@ -51,9 +51,11 @@ rule finetune:
     priority: 10
     conda:
         "../envs/models.yaml"
+    threads: config["train_threads"]
     resources:
         gpu=lambda wc: FINETUNES[FINETUNED_MODELS[wc.model]["recipe"]]["gpus"],
     params:
+        threads=config["train_threads"],
         job=lambda wc: finetune_params(FINETUNED_MODELS[wc.model]["recipe"], FINETUNED_MODELS[wc.model]["dataset"]),
         family=lambda wc: MODELS[wc.model]["family"],
         checkpoints="results/finetune/{model}/checkpoints",
@@ -72,6 +74,8 @@ rule build_instruction_mix:
         "logs/build_instruction_mix/{model}.log",
     wildcard_constraints:
         model=one_of(k for k, e in FINETUNED_MODELS.items() if "mix" in FINETUNES[e["recipe"]]),
+    # feeds a fine-tune (priority 10): built as soon as its inputs are
+    priority: 10
     conda:
         "../envs/data.yaml"
     params:
@@ -95,7 +99,9 @@ rule train_world_model:
     priority: 50
     conda:
         "../envs/models.yaml"
+    threads: config["train_threads"]
     params:
+        threads=config["train_threads"],
         train=lambda wc: MODELS[wc.model]["train"],
         trainer=versions.WORLD_TRAINING,
     script:

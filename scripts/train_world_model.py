@@ -5,7 +5,7 @@ from vlmrepro.io import read_json, read_jsonl, write_json
 from vlmrepro.smk import job_logging
 from vlmrepro.train_world import LLAVA_SPEC, llava_examples, train_clip, train_llava
 
-with job_logging(snakemake):
+with job_logging(snakemake, threads=snakemake.params.threads):
     train = dict(snakemake.params.train)
     kind, inputs = train.pop("kind"), snakemake.input
     world = train.pop("world")

@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, SMALL_DEMO, snakemake
 
 sys.path.insert(0, str(REPO / "benchmarks"))
+from demo_robustness import seeded_config, table  # noqa: E402
 from workflow import busy_seconds, job_intervals, overhead_report  # noqa: E402
 
 
@@ -68,3 +69,33 @@ def test_dry_run_benchmark_plans_the_whole_paper(tmp_path):
                    check=True, cwd=REPO, capture_output=True)  # fmt: skip
     report = json.loads(out.read_text())
     assert int(report["jobs"]) > 1000 and report["seconds"] > 0
+
+
+def test_robustness_study_shifts_every_training_seed():
+    before = json.dumps(SMALL_DEMO)
+    config = seeded_config(SMALL_DEMO, 3, 2)
+    assert json.dumps(SMALL_DEMO) == before  # the demo config itself is left as it was
+    assert config["train_threads"] == 2 and config["worlds"]["shapes"]["seed"] == SMALL_DEMO["worlds"]["shapes"]["seed"] + 3
+    assert all(m["train"]["seed"] == SMALL_DEMO["models"][k]["train"].get("seed", 0) + 3
+               for k, m in config["models"].items() if "train" in m)  # fmt: skip
+    assert {r["seed"] for r in config["finetunes"].values()} == {42 + 3}
+    assert {s["probe_seed"] for s in config["settings"].values() if s["kind"] == "probe"} == {3}
+
+
+def test_robustness_study_seed_zero_on_one_thread_is_the_demo(demo_run, tmp_path):
+    import yaml
+
+    configfile = tmp_path / "seed0.yaml"
+    configfile.write_text(yaml.safe_dump(seeded_config(SMALL_DEMO, 0, 1), sort_keys=False))
+    assert "Nothing to be done" in snakemake("-n", "--configfile", str(configfile), workdir=demo_run).output
+
+
+def test_robustness_table_takes_each_checks_minimum_over_runs():
+    def run(mix, holds):
+        check = {"check": "mix > base by >= 5", "measured": mix, "required": 5, "holds": holds}
+        return [{"finding": "6", "checks": [check]}]
+
+    rows, markdown = table({"seed0-threads1": run(12.0, True), "seed1-threads1": run(4.0, False)})
+    assert rows == [{"finding": "6", "check": "mix > base by >= 5", "values": [12.0, 4.0], "min": 4.0, "required": 5,
+                     "holds_everywhere": False}]  # fmt: skip
+    assert "| 6 | mix > base by >= 5 | 12.0 | 4.0 | 4.0 | 5.0 | **no** |" in markdown

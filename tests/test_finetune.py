@@ -184,3 +184,14 @@ def test_checkpoints_of_an_earlier_base_model_are_discarded(tmp_path):
     os.utime(base / "model.safetensors", ns=(1, 1))
     _discard_checkpoints_of_other_settings(job)
     assert not (tmp_path / "ckpt" / "checkpoint-5").exists()
+
+
+def test_lora_fine_tune_is_the_same_run_after_run(tiny_models, examples, tmp_path):
+    """LoRA's adapters are initialised from the recipe's seed: two runs train the same model (they were drawn from
+    whatever state the global generator was in)."""
+    torch.manual_seed(0)
+    first = run(job(tmp_path / "a", tiny_models / "llava", "llava", "projector+lora", examples, epochs=1))
+    torch.rand(7)  # another generator state, as in another process
+    second = run(job(tmp_path / "b", tiny_models / "llava", "llava", "projector+lora", examples, epochs=1))
+    assert first["losses"] == second["losses"]
+    assert not changed_tensors(tmp_path / "a" / "out", tmp_path / "b" / "out")

@@ -334,6 +334,22 @@ def test_changing_the_seed_reruns_plans_and_everything_after(demo_run, tmp_path)
     assert "build_tiny_model" not in jobs and "prepare_split" not in jobs
 
 
+def test_changing_the_training_threads_retrains_every_model(demo_run, tmp_path):
+    """The thread count changes the order of float sums, so it is a parameter of every training job (world models
+    and fine-tunes), not the cores Snakemake gives a job: changing it retrains them all and nothing else."""
+    config = copy.deepcopy(SMALL_DEMO)
+    config["train_threads"] = 2
+    proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=demo_run)
+    jobs = planned_jobs(proc.stdout)
+    trained = [key for key, model in SMALL_DEMO["models"].items() if "train" in model]
+    n_finetuned = sum(len(r["datasets"]) for r in SMALL_DEMO["finetunes"].values())
+    assert jobs["train_world_model"] == len(trained) == 2 and jobs["finetune"] == n_finetuned
+    assert not {"build_world", "build_tiny_model", "plan_queries", "prepare_split"} & jobs.keys()
+    # the same config on fewer cores than the run had: nothing to redo
+    proc = snakemake("-n", "--cores", "1", "--configfile", write_config(tmp_path, SMALL_DEMO), workdir=demo_run)
+    assert "Nothing to be done" in proc.output
+
+
 def test_snakemake_report_lists_the_rendered_pages(demo_run, small_demo_file, tmp_path):
     report = tmp_path / "report.html"
     snakemake("--configfile", str(small_demo_file), "--report", str(report), workdir=demo_run)

@@ -42,6 +42,8 @@ def _name(ref) -> str:
 
 
 def evaluate_check(check: dict, scores: dict) -> dict:
+    """The check in words, our numbers, whether it holds, and ``measured`` against ``required``: the quantity the
+    check compares (a difference of scores, or the share of a gap) and the least it may be."""
     if "gap_closed" in check:
         gap = check["gap_closed"]
         start, end, value = (_value(gap[k], scores) for k in ("start", "end", "value"))
@@ -51,6 +53,8 @@ def evaluate_check(check: dict, scores: dict) -> dict:
                      f"{_name(gap['start'])} to {_name(gap['end'])}",  # fmt: skip
             "ours": f"{value:.1f} closes {share:.0%} of {start:.1f} -> {end:.1f}",
             "holds": share >= check["at_least"],
+            "measured": share,
+            "required": check["at_least"],
         }
     left, right = _value(check["left"], scores), _value(check["right"], scores)
     if check.get("abs"):
@@ -62,6 +66,8 @@ def evaluate_check(check: dict, scores: dict) -> dict:
         "check": f"{shown} {check['op']} {_name(check['right'])} by >= {margin:g}",
         "ours": f"{left:.2f} vs {right:.2f}",
         "holds": difference >= margin,
+        "measured": difference,
+        "required": margin,
     }
 
 

@@ -15,6 +15,7 @@ Run as ``python -m vlmrepro.finetune job.json`` (or under ``torchrun``): the job
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -145,6 +146,18 @@ def prepare_model(model, trainable: str, lora: dict | None):
     return model
 
 
+@contextlib.contextmanager
+def deterministic_algorithms():
+    """PyTorch's deterministic algorithms while training on the CPU: an op without a deterministic kernel raises
+    instead of varying from run to run. The previous setting is restored (tests train in one process)."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
 def trained_parameter_names(model) -> list[str]:
     return [name for name, p in model.named_parameters() if p.requires_grad]
 
@@ -167,7 +180,7 @@ def _discard_checkpoints_of_other_settings(job: dict) -> None:
 
 def run(job: dict) -> dict:
     """Train, save the merged model into ``job['out_dir']`` and return the loss log."""
-    from transformers import AutoProcessor, Trainer, TrainingArguments
+    from transformers import AutoProcessor, Trainer, TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     from .models import model_class, pick_device, pick_dtype
@@ -182,6 +195,7 @@ def run(job: dict) -> dict:
     # back (Trainer's own reload does not, in transformers 5); LoRA checkpoints hold the adapter and the projector.
     start = last if last and job["trainable"] != "projector+lora" else job["base_dir"]
     model = model_class(job["family"]).from_pretrained(start, dtype=dtype)
+    set_seed(job["seed"])  # LoRA's adapters are initialised here, before the Trainer seeds anything
     model = prepare_model(model, job["trainable"], job.get("lora"))
     for param in model.parameters():  # fp32 master weights: bf16 would round most 2e-5 updates away
         if param.requires_grad:
@@ -238,7 +252,9 @@ def run(job: dict) -> dict:
         data_collator=make_collator(processor, job.get("answer_prefix", "")),
         optimizers=(optimizer, None),
     )
-    trainer.train(resume_from_checkpoint=last)
+    # on a GPU, deterministic kernels would slow the paper's fine-tunes; there bf16 already rounds differently
+    with deterministic_algorithms() if device == "cpu" else contextlib.nullcontext():
+        trainer.train(resume_from_checkpoint=last)
     losses = [
         {"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"]}
         for e in trainer.state.log_history

@@ -21,12 +21,14 @@ def _gpus_wanted(snakemake) -> int:
 
 
 @contextlib.contextmanager
-def job_logging(snakemake):
-    """Log into the rule's log file; also pin torch to the job's threads (parallel jobs must not oversubscribe)
+def job_logging(snakemake, threads: int | None = None):
+    """Log into the rule's log file; also pin torch to the job's threads (parallel jobs must not oversubscribe),
+    or to ``threads`` where the result depends on the thread count (training reduces float sums in another
+    order with another count, so its count comes from the config, never from the cores Snakemake gave the job);
     and, for jobs with a ``gpu`` resource on a machine with visible GPUs, lease that many devices of their own
     (see :mod:`vlmrepro.gpus`) and restrict the job to them before anything initialises CUDA."""
     if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
+        sys.modules["torch"].set_num_threads(max(1, threads or snakemake.threads))
     console = sys.__stderr__
     with open(snakemake.log[0], "w", buffering=1) as log, contextlib.ExitStack() as held:
         old = sys.stdout, sys.stderr

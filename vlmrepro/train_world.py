@@ -12,7 +12,8 @@ corpus (plus the language model's own "wiki" knowledge).
   ``{"path", "segments"}`` examples of ``vlmrepro.finetune`` (whose collator encodes them).
 
 Fine-tuning and continued training on an instruction mix use ``vlmrepro.finetune.run`` (the workflow's recipe).
-Everything is seeded and runs in float32 on the CPU.
+Everything is seeded and runs in float32 on the CPU with PyTorch's deterministic algorithms; the thread count is
+the caller's (``train_threads``): it changes the order of float sums, so it is a parameter of the training.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 
 from . import world
+from .finetune import deterministic_algorithms
 
 CLIP_SPEC = {
     "seed": 0,
@@ -144,23 +146,24 @@ def train_clip(corpus: list[dict], image_root, out_dir, spec: dict | None = None
     generator = torch.Generator().manual_seed(spec["seed"])
     losses = []
     model.train()
-    for _ in range(spec["epochs"]):
-        order = torch.randperm(len(corpus), generator=generator)
-        for s in range(steps_per_epoch):
-            batch = order[s * spec["batch_size"] : (s + 1) * spec["batch_size"]]
-            image_f = torch.nn.functional.normalize(model.encode_image(pixels[batch]), dim=-1)
-            text_f = torch.nn.functional.normalize(model.encode_text(tokens[batch]), dim=-1)
-            logits = model.logit_scale.exp().clamp(max=100) * image_f @ text_f.T
-            same = (labels[batch][:, None] == labels[batch][None, :]).float()
-            target = same / same.sum(1, keepdim=True)
-            loss = 0.5 * (
-                torch.sum(-target * logits.log_softmax(1), 1).mean() + torch.sum(-target * logits.T.log_softmax(1), 1).mean()
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+    with deterministic_algorithms():
+        for _ in range(spec["epochs"]):
+            order = torch.randperm(len(corpus), generator=generator)
+            for s in range(steps_per_epoch):
+                batch = order[s * spec["batch_size"] : (s + 1) * spec["batch_size"]]
+                image_f = torch.nn.functional.normalize(model.encode_image(pixels[batch]), dim=-1)
+                text_f = torch.nn.functional.normalize(model.encode_text(tokens[batch]), dim=-1)
+                logits = model.logit_scale.exp().clamp(max=100) * image_f @ text_f.T
+                same = (labels[batch][:, None] == labels[batch][None, :]).float()
+                target = same / same.sum(1, keepdim=True)
+                loss = 0.5 * (
+                    torch.sum(-target * logits.log_softmax(1), 1).mean() + torch.sum(-target * logits.T.log_softmax(1), 1).mean()
+                )
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.item())
     model.eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -408,15 +411,16 @@ def train_llava(clip_dir, examples: list[dict], classes: list[dict], out_dir, sp
     losses = []
     encode_seconds = time.time() - start
     model.train()
-    for _ in range(spec["epochs"]):
-        for batch in _batches(pool, spec["batch_size"], rng):
-            loss = model(**_collate(pool, batch, pad)).loss
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trained, 1.0)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+    with deterministic_algorithms():
+        for _ in range(spec["epochs"]):
+            for batch in _batches(pool, spec["batch_size"], rng):
+                loss = model(**_collate(pool, batch, pad)).loss
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(trained, 1.0)
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.item())
     model.eval()
     processor.tokenizer.padding_side = "left"
     out = Path(out_dir)

@@ -10,11 +10,12 @@ LOGLIK = 2  # 2: class tokens packed into one pass over the uncopied context cac
 LOGLIK_SCORING = 1
 FEATURES = 1
 PROBE = 1
-FINETUNE = 1
+FINETUNE = 2  # 2: LoRA adapters initialised from the recipe's seed (were unseeded: a rerun trained another model)
 FREQUENCY = 1
 TINY_BUILDER = 2  # 2: the tiny OPT tokenizer adds BOS like facebook/opt's
 API = 1
 BENCHMARK = 1
 SYNTHETIC_DATA = 2  # 2: demo images named uniquely (found by file name), text-only synthetic instruction corpus
-WORLD = 1  # the demo world (vlmrepro.world): classes, images, corpora, mini ImageWikiQA
+WORLD = 2  # the demo world (vlmrepro.world): classes, images, corpora, mini ImageWikiQA
+# 2: four values per fact, all offered by every question; class frequencies balanced over shapes and colours
 WORLD_TRAINING = 1  # its CLIP and LLaVA trainers (vlmrepro.train_world)

@@ -1,16 +1,18 @@
 """A small synthetic world in which the causes the paper names are present, so that tiny models trained in it on a
-CPU show the paper's findings (PROTOCOL: demo world).
+CPU show the paper's findings (README: "The embedded demo").
 
 * Classes: 6 shape families × 6 colours = 36 classes. Each class has a made-up, non-compositional species name
   ("a red circle" is a *zomil*, "a blue circle" a *kavet*): the name cannot be composed from the colour and shape
   words, so a model must learn every class on its own, as with ImageNet's names. Each family has a generic name
   ("bead" for circles) that captions sometimes use instead of the species name (VLMs' coarse answers).
-* Facts: three arbitrary facts per class (where it lives, what it eats, which instrument it plays): the stand-in
-  for the Wikipedia facts of ImageWikiQA. They are known only through the class name.
+* Facts: three arbitrary facts per class (where it lives, what it eats, which instrument it plays; four possible
+  values each, dealt at random): the stand-in for the Wikipedia facts of ImageWikiQA. They are known only through
+  the class name, and every question offers all four values, so answering needs recognition first.
 * Images: the family's shape in the class's colour (jittered), at a random position and scale, on a textured
   background (plain, striped, checkered or dotted, random colours) — small (32 px) and deterministic.
 * Corpora: an even contrastive corpus (every class equally often) for the CLIP model; a long-tailed VLM corpus
-  (LLaVA-format captions and instruction conversations whose class frequencies span two orders of magnitude); a
+  (LLaVA-format captions and instruction conversations whose class frequencies span over two orders of magnitude,
+  balanced over shapes and colours, so frequency is not confounded with how easy a class is to see); a
   "wiki" text corpus (the language model's own knowledge: every class's facts, evenly, not counted as VLM data).
 * Evaluation: a classification dataset (balanced train/test splits, upstream manifest rows) and a mini ImageWikiQA
   (4-choice questions about a class's facts that never name it, over the test images).
@@ -35,25 +37,13 @@ from .datasets import COLOURS, SHAPES, UPSTREAM_PREFIX, paint_shape
 FAMILIES = {"circle": "bead", "square": "tile", "triangle": "cone", "diamond": "gem", "cross": "star", "ring": "hoop"}
 BACKGROUNDS = ("plain", "striped", "checkered", "dotted")
 
-# relation -> (question about an image that never names the class, fact sentence, values)
+# relation -> (question about an image that never names the class, fact sentence, values). Four values per
+# relation, and every question lists all four: the choices then say nothing about which class is shown, so a
+# question is answered only by recognising the object and recalling its fact.
 RELATIONS = {
-    "home": (
-        "Where does this object live?",
-        "The {name} lives in the {value}.",
-        ["desert", "forest", "marsh", "canyon", "glacier", "meadow", "jungle", "tundra", "lagoon", "prairie",
-         "volcano", "harbor"],
-    ),
-    "food": (
-        "What does this object eat?",
-        "The {name} eats {value}.",
-        ["plums", "acorns", "honey", "pebbles", "moss", "clover", "pepper", "walnuts", "barley", "radish", "cocoa",
-         "ginger"],
-    ),
-    "music": (
-        "Which instrument does this object play?",
-        "The {name} plays the {value}.",
-        ["harp", "drum", "flute", "cello", "banjo", "oboe", "tuba", "gong", "organ", "violin", "bugle", "piano"],
-    ),
+    "home": ("Where does this object live?", "The {name} lives in the {value}.", ["desert", "forest", "marsh", "glacier"]),
+    "food": ("What does this object eat?", "The {name} eats {value}.", ["plums", "acorns", "honey", "pebbles"]),
+    "music": ("Which instrument does this object play?", "The {name} plays the {value}.", ["harp", "drum", "flute", "cello"]),
 }
 MCQ_SUFFIX = "Choose A, B, C, or D."
 COT = "Let's think step by step."
@@ -81,15 +71,15 @@ DEFAULT_SPEC = {
     "image_size": 32,
     "clip_per_class": 100,  # image-caption pairs per class of the (even) CLIP corpus
     "head": 250,  # VLM-corpus image records of the most frequent class
-    "tail": 2.5,  # ... and of the rarest (geometric in between): two orders of magnitude
+    "tail": 1,  # ... and of the rarest (geometric in between): over two orders of magnitude
     "caption_share": 0.6,  # image records that are captions; the rest split between classification QA and MCQ
     "mcq_share": 0.15,
     "text_share": 0.1,  # text-only fact conversations per image record of a class (long-tailed too)
     "generic_rate": 0.4,  # captions / answers that give the family name instead of the species name
     "wiki_phrasings": 4,  # text-only wiki records per class (even)
-    "train_per_class": 10,
+    "train_per_class": 60,
     "test_per_class": 8,
-    "wikiqa_per_class": 2,  # test images per class and relation in the mini ImageWikiQA
+    "wikiqa_per_class": 3,  # test images per class and relation in the mini ImageWikiQA
 }
 
 
@@ -128,7 +118,7 @@ def _reserved_words() -> list[str]:
 
 def world_classes(seed: int = 0) -> list[dict]:
     """36 classes ``{"name", "shape", "colour", "family", "facts": {relation: value}}`` in a fixed order
-    (shape-major). Fact values are dealt so that each value belongs to three classes."""
+    (shape-major). Fact values are dealt so that each value belongs to nine classes."""
     names = species_names(len(SHAPES) * len(COLOURS), seed)
     rng = random.Random(seed + 1)
     deals = {}
@@ -166,11 +156,22 @@ def _check_distinct(classes: list[dict]) -> None:
 
 
 def frequency_ranking(classes: list[dict], seed: int) -> list[str]:
-    """Class names from most to least frequent in the VLM corpus: a seeded permutation, independent of the
-    classes' visual difficulty."""
-    order = list(range(len(classes)))
-    random.Random(seed + 2).shuffle(order)
-    return [classes[i]["name"] for i in order]
+    """Class names from most to least frequent in the VLM corpus, balanced over shapes and colours: a seeded Latin
+    square puts one class of every shape and one of every colour in each band of ``len(SHAPES)`` consecutive ranks,
+    so frequency is independent of the visual traits that make a class easy or hard to see (a model's accuracy
+    can follow frequency only through its training data, and CLIP's cannot follow it by chance through colour or
+    shape)."""
+    rng = random.Random(seed + 2)
+    shapes = list(dict.fromkeys(c["shape"] for c in classes))
+    colours = list(dict.fromkeys(c["colour"] for c in classes))
+    if len(shapes) != len(colours) or len(classes) != len(shapes) * len(colours):
+        raise ValueError(f"a balanced frequency ranking needs as many shapes as colours, got {shapes} x {colours}")
+    n = len(shapes)
+    rows, cols, bands = (rng.sample(range(n), n) for _ in range(3))
+    band = {(s, c): bands[(rows[i] + cols[j]) % n] for i, s in enumerate(shapes) for j, c in enumerate(colours)}
+    within = rng.sample(range(len(classes)), len(classes))
+    order = sorted(range(len(classes)), key=lambda k: (band[classes[k]["shape"], classes[k]["colour"]], within[k]))
+    return [classes[k]["name"] for k in order]
 
 
 def long_tail_counts(classes: list[dict], spec: dict) -> dict[str, int]:
@@ -245,8 +246,7 @@ def mcq(cls: dict, relation: str, rng: random.Random) -> tuple[str, str, list[st
     the class."""
     question, _, values = RELATIONS[relation]
     answer = cls["facts"][relation]
-    choices = [answer] + rng.sample([v for v in values if v != answer], 3)
-    rng.shuffle(choices)
+    choices = rng.sample(values, len(values))
     text = "\n".join([question, *(f"{x}. {c}" for x, c in zip(LETTERS, choices)), MCQ_SUFFIX])
     return text, LETTERS[choices.index(answer)], choices
 
