@@ -2,7 +2,7 @@
 ``results/report/findings.json`` needs: the world, its CLIP and LLaVA, the fine-tunes and every evaluation a finding
 reads) run once per world/training seed and training thread count, each in a folder of its own; the script then
 prints, per check of every finding, the measured quantity in each run, its minimum over all runs and the margin
-the demo config asks for.
+the demo config asks for; then every score the findings read, with its range over the runs.
 
     python benchmarks/demo_robustness.py                       # seeds 0-4 x 1 and 2 training threads (~1 h here)
     python benchmarks/demo_robustness.py --seeds 0 --threads 1 # the committed demo's own training
@@ -106,6 +106,25 @@ def table(runs: dict[str, list[dict]]) -> tuple[list[dict], str]:
     return rows, "\n".join(lines)
 
 
+def spread(runs: dict[str, list[dict]]) -> str:
+    """Markdown table of every score the findings read: its value in each run and its range (how much the demo's
+    numbers move with the seed, the thread count and, by the same token, the machine)."""
+    names = list(runs)
+    values: dict[str, list[float]] = {}
+    for name in names:
+        seen = {}
+        for finding in runs[name]:
+            for check in finding["checks"]:
+                seen.update(check["scores"])
+        for score, value in seen.items():
+            values.setdefault(score, []).append(value)
+    fmt = lambda v: f"{v:.2f}" if abs(v) < 2 else f"{v:.1f}"
+    lines = ["| score | " + " | ".join(names) + " | range |", "|---" * (len(names) + 2) + "|"]
+    for score, vals in values.items():
+        lines.append(f"| {score} | " + " | ".join(map(fmt, vals)) + f" | {fmt(min(vals))} to {fmt(max(vals))} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -134,6 +153,8 @@ def main() -> None:
     print(f"\n## Demo findings over {len(runs)} runs (seeds {args.seeds} x training threads {args.threads})")
     print(f"machine: {machine()}\n")
     print(markdown)
+    print("\nThe scores behind them:\n")
+    print(spread(runs))
     failed = [f"{r['finding']}: {r['check']}" for r in rows if not r["holds_everywhere"]]
     print(f"\n{len(rows) - len(failed)} of {len(rows)} checks hold in every run" + (f"; failing: {failed}" if failed else ""))
     if args.json:

@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, SMALL_DEMO, snakemake
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from demo_robustness import seeded_config, table  # noqa: E402
+from demo_robustness import seeded_config, spread, table  # noqa: E402
 from workflow import busy_seconds, job_intervals, overhead_report  # noqa: E402
 
 
@@ -99,3 +99,14 @@ def test_robustness_table_takes_each_checks_minimum_over_runs():
     assert rows == [{"finding": "6", "check": "mix > base by >= 5", "values": [12.0, 4.0], "min": 4.0, "required": 5,
                      "holds_everywhere": False}]  # fmt: skip
     assert "| 6 | mix > base by >= 5 | 12.0 | 4.0 | 4.0 | 5.0 | **no** |" in markdown
+
+
+def test_robustness_spread_lists_each_score_once_with_its_range():
+    def run(base):
+        checks = [{"scores": {"tiny-llava imagewikiqa accuracy": base, "mix imagewikiqa accuracy": 70.0}},
+                  {"scores": {"tiny-llava imagewikiqa accuracy": base}}]  # fmt: skip
+        return [{"finding": "6", "checks": checks}]
+
+    markdown = spread({"a": run(60.0), "b": run(64.5)})
+    assert "| tiny-llava imagewikiqa accuracy | 60.0 | 64.5 | 60.0 to 64.5 |" in markdown
+    assert markdown.count("tiny-llava imagewikiqa") == 1 and "| mix imagewikiqa accuracy | 70.0 | 70.0 |" in markdown

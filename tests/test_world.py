@@ -75,7 +75,9 @@ def test_findings_checks_and_their_margins():
     a = {"model": "m", "dataset": "d", "setting": "s"}
     b = {**a, "setting": "t"}
     scores = {"results/scores/m/d/s.json": {"accuracy": 90.0, "spearman_r": -0.2}, "results/scores/m/d/t.json": {"accuracy": 50.0}}
-    assert evaluate_check({"left": a, "op": ">", "right": b, "margin": 40}, scores)["holds"]
+    checked = evaluate_check({"left": a, "op": ">", "right": b, "margin": 40}, scores)
+    assert checked["holds"] and (checked["measured"], checked["required"]) == (40.0, 40)
+    assert checked["scores"] == {"m s accuracy": 90.0, "m t accuracy": 50.0}
     assert not evaluate_check({"left": a, "op": ">", "right": b, "margin": 41}, scores)["holds"]
     assert evaluate_check({"left": {**a, "metric": "spearman_r"}, "abs": True, "op": "<", "right": 0.3}, scores)["holds"]
     gap = {"gap_closed": {"start": b, "end": a, "value": b}, "at_least": 0.5}

@@ -42,8 +42,9 @@ def _name(ref) -> str:
 
 
 def evaluate_check(check: dict, scores: dict) -> dict:
-    """The check in words, our numbers, whether it holds, and ``measured`` against ``required``: the quantity the
-    check compares (a difference of scores, or the share of a gap) and the least it may be."""
+    """The check in words, our numbers, whether it holds, ``measured`` against ``required`` (the quantity the check
+    compares, a difference of scores or the share of a gap, and the least it may be) and the ``scores`` it read."""
+    read = {_name(ref): _value(ref, scores) for ref in check_refs(check)}
     if "gap_closed" in check:
         gap = check["gap_closed"]
         start, end, value = (_value(gap[k], scores) for k in ("start", "end", "value"))
@@ -55,6 +56,7 @@ def evaluate_check(check: dict, scores: dict) -> dict:
             "holds": share >= check["at_least"],
             "measured": share,
             "required": check["at_least"],
+            "scores": read,
         }
     left, right = _value(check["left"], scores), _value(check["right"], scores)
     if check.get("abs"):
@@ -68,6 +70,7 @@ def evaluate_check(check: dict, scores: dict) -> dict:
         "holds": difference >= margin,
         "measured": difference,
         "required": margin,
+        "scores": read,
     }
 
 
