@@ -11,6 +11,7 @@ with job_logging(snakemake):
         snakemake.params.prompt,
         mix["system"],
         mix["seed"],
+        mix["classification_copies"],
     )
     write_jsonl(snakemake.output.mix, examples)
     write_json(snakemake.output.report, report)

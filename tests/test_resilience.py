@@ -113,20 +113,20 @@ def prepared(tmp_path_factory):
 
 def test_gathered_outputs_are_byte_identical_whatever_the_shard_count(prepared, tmp_path):
     root, work, reference = prepared
-    for shards in (3, 8):  # 8 shards of 6 batches: two of them have nothing to do
-        copy_dir = tmp_path / f"shards{shards}"
-        shutil.copytree(work, copy_dir)
-        config = small_config(tmp_path, shards, f"config{shards}.yaml")
-        proc = snakemake("--configfile", config, "--cores", "2", TARGET, workdir=copy_dir)
-        assert proc.output.count("rule generate:") == shards
-        assert (copy_dir / TARGET).read_bytes() == reference
+    shards = 8  # of 6 batches: two shards have nothing to do
+    copy_dir = tmp_path / f"shards{shards}"
+    shutil.copytree(work, copy_dir)
+    config = small_config(tmp_path, shards, f"config{shards}.yaml")
+    proc = snakemake("--configfile", config, "--cores", "2", TARGET, workdir=copy_dir)
+    assert proc.output.count("rule generate:") == shards
+    assert (copy_dir / TARGET).read_bytes() == reference
 
 
 def cache_lines(folder):
     return sum(1 for f in folder.glob("*.jsonl") for line in f.read_bytes().split(b"\n") if line.endswith(b"}"))
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_a_job_killed_at_a_random_point_resumes_to_identical_outputs(prepared, tmp_path, seed):
     root, work, reference = prepared
     run_dir = tmp_path / "run"

@@ -62,6 +62,9 @@ def test_instruction_mix_concatenates_shuffles_and_drops_missing_images(tmp_path
     names = [f"class {i}" for i in range(3)] + ["A", "A", "Hello"]
     assert [e["segments"][-1][1] for e in examples] == [names[i] for i in expected]
     assert {"path": None, "segments": [["SYS USER: Hi ASSISTANT:", "Hello"]]} in examples
+    doubled, report = build_mix(imagenet, corpus, {"coco": str(tmp_path / "coco")}, "P", "SYS", 1234, 2)
+    labels = sorted(e["segments"][-1][1] for e in doubled if e["path"] and "class" in e["segments"][-1][1])
+    assert labels == sorted(2 * [f"class {i}" for i in range(3)]) and report["n_examples"] == 8
 
 
 def test_instruction_mix_names_an_image_source_without_a_root(tmp_path):

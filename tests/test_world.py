@@ -41,6 +41,19 @@ def test_vlm_corpus_is_long_tailed_and_clip_corpus_even():
     assert len(set(counts.values())) > 20
 
 
+def test_every_class_has_a_chain_of_thought_question_and_counts_list_its_image_records(world):
+    """The long tail leaves rare classes with no fact question in the VLM corpus; the floor adds one per class, so
+    fine-tuning on recognition carries over to ImageWikiQA for every class. counts.json counts what is there."""
+    corpus = json.loads((world / "a" / "vlm_corpus.json").read_text())
+    classes = json.loads((world / "a" / "classes.json").read_text())
+    floor = [r for r in corpus if "/vlmqa/" in r.get("image", "")]
+    named = sorted(r["image"].rsplit("_", 2)[1] for r in floor)
+    assert named == sorted(classes) and all(r["conversations"][1]["value"].startswith("Let's think") for r in floor)
+    counts = json.loads((world / "a" / "counts.json").read_text())
+    for name in classes:
+        assert counts[name] == sum(f"_{name}_" in r.get("image", "") for r in corpus), name
+
+
 def test_trained_models_load_through_the_hub_loaders(world, tmp_path):
     from vlmrepro.io import read_json, read_jsonl
     from vlmrepro.models import ClipModel, VisionLanguageModel

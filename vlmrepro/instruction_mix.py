@@ -50,10 +50,16 @@ def build_mix(
     classification_prompt: str,
     system: str,
     seed: int,
+    classification_copies: int = 1,
 ) -> tuple[list[dict], dict]:
     """(training examples in training order, report). ``classification``: the planned training queries (path,
-    label) in their seeded order; ``corpus``: the LLaVA-format records."""
-    examples = [{"path": q["path"], "segments": [[classification_prompt, q["label"]]]} for q in classification]
+    label) in their seeded order, each entering the mix ``classification_copies`` times; ``corpus``: the
+    LLaVA-format records."""
+    examples = [
+        {"path": q["path"], "segments": [[classification_prompt, q["label"]]]}
+        for _ in range(classification_copies)
+        for q in classification
+    ]
     for n, record in enumerate(corpus):
         where = f"instruction corpus record {n} (id {record.get('id', '?')})"
         path = _image_path(record["image"], image_roots, where) if "image" in record else None
@@ -65,6 +71,7 @@ def build_mix(
     dropped = [e["path"] for e in examples if e["path"] is not None and not Path(e["path"]).is_file()]
     report = {
         "n_classification": len(classification),
+        "classification_copies": classification_copies,
         "n_corpus": len(corpus),
         "n_text_only": sum(e["path"] is None for e in kept),
         "n_dropped_missing_image": len(dropped),

@@ -74,12 +74,15 @@ DEFAULT_SPEC = {
     "tail": 1,  # ... and of the rarest (geometric in between): over two orders of magnitude
     "caption_share": 0.6,  # image records that are captions; the rest split between classification QA and MCQ
     "mcq_share": 0.15,
+    "mcq_floor": 1,  # chain-of-thought fact MCQs per class on top of the long tail: every class is seen in that
+    # format at least once, so what the fine-tunes teach about recognising it carries over to the questions
     "text_share": 0.1,  # text-only fact conversations per image record of a class (long-tailed too)
-    "generic_rate": 0.4,  # captions / answers that give the family name instead of the species name
+    "generic_rate": 0.4,  # captions that give the family name instead of the species name
+    "answer_generic_rate": 0.47,  # ... and answers to "what is this?": the name only when the VLM is sure (p > 0.89)
     "wiki_phrasings": 4,  # text-only wiki records per class (even)
     "train_per_class": 60,
     "test_per_class": 8,
-    "wikiqa_per_class": 3,  # test images per class and relation in the mini ImageWikiQA
+    "wikiqa_per_class": 8,  # test images per class and relation in the mini ImageWikiQA
 }
 
 
@@ -294,20 +297,20 @@ def vlm_corpus(classes: list[dict], root, spec: dict, source: str = "world") -> 
             gpt = f"{LOGLIK_PREFIX} {_named(cls, rng, spec['generic_rate'])} on a {item['bg']} background."
         elif u < 1 - spec["mcq_share"]:
             human = rng.choice(CLASSIFY_PROMPTS)
-            name = _named(cls, rng, spec["generic_rate"])
+            name = _named(cls, rng, spec["answer_generic_rate"])
             style = rng.random()  # long, short, or LLaVA-1.5's "single word or phrase" answers
             gpt = f"{LOGLIK_PREFIX} {name}." if style < 0.4 else (f"It is a {name}." if style < 0.7 else name)
         else:
             relation = rng.choice(list(RELATIONS))
             human, _, _ = mcq(cls, relation, rng)
             gpt = mcq_answer(cls, relation)
-        records.append(
-            {
-                "id": f"world-{len(records)}",
-                "image": f"{source}/{item['file']}",
-                "conversations": [{"from": "human", "value": "<image>\n" + human}, {"from": "gpt", "value": gpt}],
-            }
-        )
+        records.append(_image_record(len(records), source, item["file"], human, gpt))
+    floor = [c for c in classes for _ in range(spec["mcq_floor"])]
+    rng.shuffle(floor)
+    for item in _write_images(Path(root), "vlmqa", floor, spec["image_size"], spec["seed"] + 22):
+        relation = rng.choice(list(RELATIONS))
+        human, _, _ = mcq(item["cls"], relation, rng)
+        records.append(_image_record(len(records), source, item["file"], human, mcq_answer(item["cls"], relation)))
     for name, n in counts.items():
         cls = by_name[name]
         for _ in range(max(1, int(round(n * spec["text_share"])))):
@@ -323,6 +326,14 @@ def vlm_corpus(classes: list[dict], root, spec: dict, source: str = "world") -> 
             )
     rng.shuffle(records)
     return records
+
+
+def _image_record(n: int, source: str, file: str, human: str, gpt: str) -> dict:
+    return {
+        "id": f"world-{n}",
+        "image": f"{source}/{file}",
+        "conversations": [{"from": "human", "value": "<image>\n" + human}, {"from": "gpt", "value": gpt}],
+    }
 
 
 def _fact_question(cls: dict, relation: str) -> str:
@@ -443,7 +454,7 @@ def world_tokenizer(classes: list[dict], vocab_size: int = 700):
 def build_world(out_dir, spec: dict | None = None, name: str = "world") -> dict:
     """Write the world under ``out_dir`` and return its index (also written to ``world.json``):
 
-    * ``images/``: every image (``clip/``, ``vlm/``, ``train/``, ``test/``);
+    * ``images/``: every image (``clip/``, ``vlm/`` and ``vlmqa/`` (the MCQ floor), ``train/``, ``test/``);
     * ``classes.json`` (class names, classification order), ``classes_full.json`` (names, shapes, colours, facts);
     * ``manifest.jsonl`` (classification rows), ``wikiqa.jsonl`` (mini ImageWikiQA), ``clip_corpus.jsonl``,
       ``vlm_corpus.json`` (LLaVA format), ``wiki_corpus.json``, ``counts.json`` (image records per class).
@@ -473,7 +484,7 @@ def build_world(out_dir, spec: dict | None = None, name: str = "world") -> dict:
     dump("clip_corpus.jsonl", clip, lines=True)
     dump("vlm_corpus.json", vlm)
     dump("wiki_corpus.json", wiki)
-    dump("counts.json", long_tail_counts(classes, spec))
+    dump("counts.json", {c: n + spec["mcq_floor"] for c, n in long_tail_counts(classes, spec).items()})
     index = {
         "spec": spec,
         "name": name,
