@@ -152,6 +152,8 @@ rule prepare_split:
         report="results/data/{dataset}/{split}.report.json",
     log:
         "logs/prepare_split/{dataset}/{split}.log",
+    # a second or two, and the fine-tunes wait for their training split (like plan_queries)
+    priority: 40
     conda:
         "../envs/data.yaml"
     threads: config["data_threads"]
