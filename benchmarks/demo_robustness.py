@@ -79,6 +79,11 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})"
 
 
+def _number(value: float) -> str:
+    """Shares and correlations (below 2) with two decimals, accuracy points with one."""
+    return f"{value:.2f}" if abs(value) < 2 else f"{value:.1f}"
+
+
 def table(runs: dict[str, list[dict]]) -> tuple[list[dict], str]:
     """Rows (one per check) and their markdown table: each run's measured quantity, the minimum, the margin the
     config asks for, and whether every run holds."""
@@ -95,13 +100,13 @@ def table(runs: dict[str, list[dict]]) -> tuple[list[dict], str]:
                 "required": check["required"],
                 "holds_everywhere": all(runs[name][f]["checks"][c]["holds"] for name in names),
             })  # fmt: skip
-    fmt = lambda v: f"{v:.2f}" if abs(v) < 2 else f"{v:.1f}"
     lines = [
         "| finding | check | " + " | ".join(names) + " | min | config margin | holds in every run |",
         "|---" * (len(names) + 5) + "|",
     ]
     for row in rows:
-        cells = [row["finding"], row["check"], *map(fmt, row["values"]), fmt(row["min"]), fmt(row["required"])]
+        numbers = [*row["values"], row["min"], row["required"]]
+        cells = [row["finding"], row["check"], *map(_number, numbers)]
         lines.append("| " + " | ".join(cells) + f" | {'yes' if row['holds_everywhere'] else '**no**'} |")
     return rows, "\n".join(lines)
 
@@ -118,10 +123,10 @@ def spread(runs: dict[str, list[dict]]) -> str:
                 seen.update(check["scores"])
         for score, value in seen.items():
             values.setdefault(score, []).append(value)
-    fmt = lambda v: f"{v:.2f}" if abs(v) < 2 else f"{v:.1f}"
     lines = ["| score | " + " | ".join(names) + " | range |", "|---" * (len(names) + 2) + "|"]
     for score, vals in values.items():
-        lines.append(f"| {score} | " + " | ".join(map(fmt, vals)) + f" | {fmt(min(vals))} to {fmt(max(vals))} |")
+        spread_cell = f"{_number(min(vals))} to {_number(max(vals))}"
+        lines.append(f"| {score} | " + " | ".join(map(_number, vals)) + f" | {spread_cell} |")
     return "\n".join(lines)
 
 
