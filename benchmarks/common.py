@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 # Sustained dense bf16/fp16 matmul rate (TFLOP/s) of a card, the denominator of MFU. H100/H200: the rate measured
-# beside the gpu-anchor baselines (../shared/notes/gpu-anchor: "floor at 790 TFLOP/s"); others: 80 % of datasheet.
+# beside the upstream-style baselines of benchmarks/RESULTS.md (a floor of 790 TFLOP/s); others: 80 % of datasheet.
 PEAK_TFLOPS = {"H200": 790.0, "H100": 790.0, "A100": 250.0, "L40S": 290.0, "A6000": 124.0, "4090": 132.0}
 
 

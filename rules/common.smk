@@ -394,7 +394,8 @@ def frequency_source(wildcards):
 
 
 def cut_finetuned_labels(wildcards):
-    """Quirk Q15: fine-tuned outputs outside ImageNet had their labels cut at the first hyphen upstream."""
+    """Fine-tuned outputs outside ImageNet had their labels cut at the first hyphen upstream
+    (docs/protocol.md#correlation-and-bins)."""
     setting = SETTINGS[wildcards.setting]
     return setting["label_parse"] == "upstream_finetuned" and DATASETS[wildcards.dataset]["paper_key"] != "imagenet"
 

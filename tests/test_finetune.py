@@ -105,7 +105,7 @@ def test_trainable_sets_are_exclusive(tiny_models):
 def test_caption_normalisation_and_fine_tuned_scoring_rules():
     assert blip_caption_label("St. Bernard") == "st bernard"
     assert blip_caption_label("kite (bird of prey)") == "kite bird of prey"
-    assert not blip_caption_correct("St. Bernard", "a photo of st bernard")  # upstream quirk Q13
+    assert not blip_caption_correct("St. Bernard", "a photo of st bernard")  # docs/protocol.md#blip-2-caption-rule
     assert blip_caption_correct("kite (bird of prey)", "kite bird of prey")
     assert exact_correct("Goldfish", " goldfish ") and not exact_correct("goldfish", "goldfish.")
 

@@ -1,4 +1,5 @@
-"""Class-name frequency counting with the upstream rule (PROTOCOL §9.2) and the correlations of Table 11."""
+"""Class-name frequency counting with the upstream rule (docs/protocol.md#frequency-counting) and the correlations
+of Table 11."""
 
 import numpy as np
 import pytest
@@ -104,4 +105,4 @@ def test_probe_predictions_give_per_class_accuracy():
 def test_upstream_fine_tuned_label_parse_cuts_at_the_first_hyphen():
     rows = [{"status": "ok", "label": "black-eyed susan", "pred": "a black flower"}]
     assert per_class_accuracy(rows) == {"black-eyed susan": 0.0}
-    assert per_class_accuracy(rows, cut_at_hyphen=True) == {"black": 1.0}  # quirk Q15
+    assert per_class_accuracy(rows, cut_at_hyphen=True) == {"black": 1.0}  # upstream's hyphen cut

@@ -1,5 +1,5 @@
 """Probabilistic inference: packed class scoring (one pass per chunk over the shared context) equals the upstream one-class, one-token-at-a-time loop, and
-the Sum / Avg / CFG scores follow PROTOCOL §6.5."""
+the Sum / Avg / CFG scores follow docs/protocol.md#probabilistic-inference-scores."""
 
 import numpy as np
 import pytest

@@ -1,5 +1,5 @@
-"""Golden prompts for every model family × Table 1 setting of the paper config (PROTOCOL §4.1–§4.4), answer
-extraction (§4.3) and the scoring rules (§6.1)."""
+"""Golden prompts for every model family × Table 1 setting of the paper config, answer extraction and the scoring
+rules (docs/protocol.md#prompts, docs/protocol.md#scoring-rules)."""
 
 import pytest
 import yaml
@@ -49,7 +49,7 @@ VICUNA_USER = (
     "and polite answers to the user's questions."
 )
 VICUNA_HUMAN = VICUNA_USER.replace("curious user", "curious human").replace("the user's", "the human's")
-# PROTOCOL §4.9 (Hugging Face and API models) and §4.7 (fine-tuned LLaVA through model_vqa, quirk Q17)
+# docs/protocol.md#imagewikiqa-prompts (HF and API models), docs/protocol.md#fine-tuned-llava-prompts (model_vqa)
 WIKIQA_GOLDEN = {
     "llava-1.5-7b": f"USER: <image>\n{WIKIQA}\nASSISTANT: Let's think step by step.",
     "llava-1.5-13b": f"USER: <image>\n{WIKIQA}\nASSISTANT: Let's think step by step.",
@@ -190,6 +190,7 @@ def test_golden_fine_tuning_prompts():
 
 
 def test_feature_prompts_are_the_open_world_templates():
-    """PROTOCOL §4.6: features use the base question under each model's own template."""
+    """Features use the base question under each model's own template
+    (docs/protocol.md#feature-extraction-prompts-and-probe-positions)."""
     assert CONFIG["settings"]["features"]["question"] == BASE
     assert render(CONFIG["models"]["blip2-opt-2.7b"]["template"], BASE) == f"Question: {BASE} Answer:"

@@ -1,4 +1,4 @@
-"""Query planning reproduces the upstream random stream (PROTOCOL §1.4) exactly."""
+"""Query planning reproduces the upstream random stream (docs/protocol.md#item-order-and-random-stream) exactly."""
 
 import random
 

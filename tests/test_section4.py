@@ -1,5 +1,5 @@
 """Section 4 and appendix pieces without models: Table 8 synonym scoring, the ImageNet + LLaVA instruction mix
-(§4.3), and reading lmms-eval's results for Table 13."""
+(paper §4.3), and reading lmms-eval's results for Table 13."""
 
 import json
 import random

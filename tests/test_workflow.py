@@ -32,7 +32,7 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     # Table 2: 2 VLMs x (3 more wordings x 4 datasets + fixed order and CoT x 3 datasets) = 36
     # Table 9: 2 VLMs x 4 K x 4 datasets = 32
     # Table 5: 7 VLMs + LLaVA w/ GT class + 2 fine-tuned; Table 4: 3 caption-tuned models
-    assert jobs["gather_outputs"] == 49 + 36 + 32 + 11 + 10 + 3 + 1  # + the fine-tuned models' evaluations (+ §4.3)
+    assert jobs["gather_outputs"] == 49 + 36 + 32 + 11 + 10 + 3 + 1  # + fine-tuned models' evaluations (+ paper §4.3)
     assert jobs["generate"] == 1000  # each output generated in shards (datasets.<name>.shards)
     # Table 1: 2 CLIPs x 4 datasets; Table 9: CLIP-L x 4 K x 4 datasets
     assert jobs["clip_zero_shot"] == 8 + 16
@@ -42,11 +42,11 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     assert jobs["loglik"] == 8 and jobs["gather_features"] == 16 + 1 and jobs["extract_features"] == 13 + 4 * 9
     assert jobs["probe"] == 34
     assert jobs["download_corpus"] == 2 and jobs["correlate_frequency"] == 8 + 4 + 4
-    # Tables 1, 2, 3, 9, 10, 11 and 12, 7, 4, 5, 8, 13, the §4.3 text numbers, robustness; then the summary page
+    # Tables 1, 2, 3, 9, 10, 11 and 12, 7, 4, 5, 8, 13, the paper §4.3 text numbers, robustness; then the summary page
     assert jobs["build_table"] == 14 and jobs["render_notebook"] == 14 and jobs["render_summary"] == 1
     assert jobs["check_invariance"] == 2
     # Table 3 right: projector (4 datasets), LoRA (3; ImageNet diverged in the paper), Q-Former (4);
-    # §4.3 ImageNet + LLaVA mix (1); Table 4 captions (3)
+    # paper §4.3 ImageNet + LLaVA mix (1); Table 4 captions (3)
     assert jobs["finetune"] == 4 + 3 + 4 + 1 + 3 and jobs["build_instruction_mix"] == 1
     # API models: Table 1 (3 x 4 x 2) + Table 12 GPT-4 fixed order and CoT (2 x 4) + Table 5 (3) + captions (3)
     assert jobs["api_generate"] == 24 + 8 + 3 + 3
@@ -246,7 +246,7 @@ def test_demo_imagewikiqa_runs_every_model_and_the_baselines(demo_run):
     score = json.loads((demo_run / "results/scores/tiny-llava-lora-shapes36/wikiqa/imagewikiqa.json").read_text())
     assert "n_random_fallback" in score
     prompt = json.loads((demo_run / "results/outputs/tiny-llava-lora-shapes36/wikiqa/imagewikiqa.jsonl").open().readline())["prompt"]
-    assert prompt.endswith("ASSISTANT: Let's think step by step.")  # the demo leaves quirk Q17 out
+    assert prompt.endswith("ASSISTANT: Let's think step by step.")  # the demo leaves the doubled ASSISTANT: out
     mix = json.loads((demo_run / "results/finetune/tiny-llava-mix-shapes36/mix.report.json").read_text())
     world = SMALL_DEMO["worlds"]["shapes"]
     assert mix["n_classification"] == 36 * world["train_per_class"] and mix["n_dropped_missing_image"] == 0

@@ -1,4 +1,5 @@
-"""General benchmarks of Table 13 (TextVQA, POPE, MM-Vet; PROTOCOL E21) through lmms-eval, not re-implemented.
+"""General benchmarks of Table 13 (TextVQA, POPE, MM-Vet) through lmms-eval, not re-implemented
+(docs/protocol.md#table-13-general-benchmarks).
 
 The harness runs as a subprocess on the model directory (llava-hf format, as every model of the registry) and writes
 ``<output>/<model name>/<date>_results.json`` with ``results[task]["<metric>,<filter>"]``; the cell's metric is

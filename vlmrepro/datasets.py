@@ -1,9 +1,10 @@
 """Dataset manifests: upstream JSON Lines manifests and class lists, the ImageNet manifest builder, image checks,
 and the synthetic demo dataset.
 
-A manifest row is ``{"image": "./data/…", "label": <class name>, "split": "train"|"test"|"valid", …}`` (PROTOCOL
-§1.3). Row order is significant (it feeds the seeded shuffle), so rows are never sorted or dropped: an image that
-is missing or undecodable is either an error or, when the user asks to skip bad images, a row marked ``skip``.
+A manifest row is ``{"image": "./data/…", "label": <class name>, "split": "train"|"test"|"valid", …}``
+(docs/protocol.md#manifests-and-row-order). Row order is significant (it feeds the seeded shuffle), so rows are
+never sorted or dropped: an image that is missing or undecodable is either an error or, when the user asks to skip
+bad images, a row marked ``skip``.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ def _imagenet_val_ground_truth(devkit: Path) -> list[str]:
 
 
 def build_imagenet_manifest(imagenet_dir, classes: list[str], splits=("train", "valid"), devkit_dir=None) -> list[dict]:
-    """Rows in the upstream ``imagenet.jsonl`` schema (PROTOCOL §3.3).
+    """Rows in the upstream ``imagenet.jsonl`` schema (docs/protocol.md#imagenet-manifest).
 
     Layout: ``<dir>/train/<wnid>/*.JPEG`` and ``<dir>/val/<wnid>/*.JPEG``; a flat ``<dir>/val/*.JPEG`` is accepted
     with ``devkit_dir`` (ILSVRC2012_devkit_t12) for the labels. ``label_idx`` is the WordNet id's position in the

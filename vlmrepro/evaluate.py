@@ -196,8 +196,8 @@ def run_clip_zero_shot(
     log: Callable[[str], None] = print,
     loader_workers: int = 0,
 ) -> list[dict]:
-    """Argmax over every class-list entry (duplicates included), or over a query's candidates (PROTOCOL §6.4).
-    ``loader_workers`` processes decode and preprocess images ahead of the model."""
+    """Argmax over every class-list entry (duplicates included), or over a query's candidates
+    (docs/protocol.md#clip-argmax). ``loader_workers`` processes decode and preprocess images ahead of the model."""
     import torch
 
     if "{label}" not in text_template:

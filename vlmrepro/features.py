@@ -1,5 +1,6 @@
-"""Feature extraction (PROTOCOL E10, E11, E14): last-layer hidden states of a VLM's language model under the
-classification prompt, and CLIP image embeddings. Stored as float16 shards with the item ids they belong to.
+"""Feature extraction (Tables 3 and 10; docs/protocol.md#feature-extraction-prompts-and-probe-positions):
+last-layer hidden states of a VLM's language model under the classification prompt, and CLIP image embeddings.
+Stored as float16 shards with the item ids they belong to.
 
 VLM positions: ``last`` (the final token, the ':' of 'ASSISTANT:' / 'Answer:'), ``avg`` (mean over every position:
 BOS, image or query tokens and text, as upstream), or an integer index into the unpadded sequence (Table 10);

@@ -1,9 +1,11 @@
-"""Fine-tuning on classification conversations (PROTOCOL E12, E13, E15, §8) with Hugging Face tools.
+"""Fine-tuning on classification conversations with Hugging Face tools (docs/protocol.md#table-3-right-fine-tuning,
+docs/protocol.md#training-hyperparameters).
 
-* ``projector``: LLaVA's multi-modal projector only (E12).
-* ``projector+lora``: the projector plus LoRA adapters on every linear layer of the language model (E13), merged
-  into the weights when training ends.
-* ``qformer``: BLIP-2's Q-Former, query tokens and language projection (E15), on captions "a photo of <label>".
+* ``projector``: LLaVA's multi-modal projector only (recipe ``llava-proj``).
+* ``projector+lora``: the projector plus LoRA adapters on every linear layer of the language model (``llava-lora``),
+  merged into the weights when training ends.
+* ``qformer``: BLIP-2's Q-Former, query tokens and language projection (``blip2-qformer``), on captions
+  "a photo of <label>".
 
 The loss covers only the answer tokens and the end-of-sequence token. Training runs through ``transformers.Trainer``
 (so ``torchrun``/``accelerate`` give multi-GPU data parallelism), checkpoints every epoch into a folder outside the

@@ -1,9 +1,10 @@
 """Class-name frequency in the LLaVA-1.5 training corpora and its correlation with per-class accuracy
-(PROTOCOL E16, §9): Figure 3, Table 11, Figure 7 and the per-stage correlations of App. B.6.
+(docs/protocol.md#class-frequency): Figure 3, Table 11, Figure 7 and the per-stage correlations of App. B.6.
 
 Sentences are split with NLTK's Punkt algorithm using fixed parameters (common English abbreviations) and
 tokenised with NLTK's Treebank-style word tokenizer: both run offline, with no downloaded tokenizer data, so the
-counts never depend on what happens to be installed. Counting follows the upstream notebook exactly (§9.2).
+counts never depend on what happens to be installed. Counting follows the upstream notebook exactly
+(docs/protocol.md#frequency-counting).
 """
 
 from __future__ import annotations
@@ -105,8 +106,9 @@ def combine(pretrain: dict[str, int], instruct: dict[str, int]) -> dict[str, int
 
 
 def per_class_accuracy(rows: list[dict], cut_at_hyphen: bool = False) -> dict[str, float]:
-    """Substring-rule accuracy (0-1) per label string over the evaluated rows (§9.3 step 2). ``cut_at_hyphen``
-    reproduces quirk Q15 (upstream read fine-tuned labels as question_id.split("-")[1]: 'black-eyed susan' -> 'black').
+    """Substring-rule accuracy (0-1) per label string over the evaluated rows (docs/protocol.md#correlation-and-bins).
+    ``cut_at_hyphen`` reproduces upstream's label parsing (it read fine-tuned labels as question_id.split("-")[1]:
+    'black-eyed susan' -> 'black').
     """
     from .scoring import substring_correct
 

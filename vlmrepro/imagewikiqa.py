@@ -1,10 +1,12 @@
-"""ImageWikiQA (paper §4, PROTOCOL E18, §6.7, §11): multiple-choice questions about an ImageNet object that can
-only be answered by recognising it.
+"""ImageWikiQA (paper §4, docs/protocol.md#table-5-imagewikiqa): multiple-choice questions about an ImageNet object
+that can only be answered by recognising it.
 
 * ``resolve_by_file_name``: the released file names images ``images/ILSVRC2012_val_X.JPEG``; they are found by file
   name in the user's ImageNet validation images (no Google Drive step). Missing ones are kept, marked, and counted.
-* ``with_class_name``: the "w/ GT Class" variant (the class name substituted into the question line, §11 rule).
-* ``parse_choice``: the MMMU-style parser of the upstream notebooks (S7), random fallback included.
+* ``with_class_name``: the "w/ GT Class" variant (the class name substituted into the question line, as in
+  docs/protocol.md#imagewikiqa-file-and-construction).
+* ``parse_choice``: the MMMU-style parser of the upstream notebooks (docs/protocol.md#multiple-choice-parser), random
+  fallback included.
 * ``baselines``: random guessing and the most frequent gold letter, from the file itself.
 * ``synthetic_questions``: a demo set in the same format whose answers depend on recognising the class.
 """
@@ -69,7 +71,8 @@ def answer_texts(text: str) -> dict[str, str]:
 
 
 def with_class_name(text: str, classname: str) -> str:
-    """The question line with the object named (§11 step 4: the first phrase that occurs, every occurrence)."""
+    """The question line with the object named (the construction's rule: the first phrase that occurs, every
+    occurrence)."""
     question, sep, rest = text.partition("\n")
     for phrase, name in (
         ("this object", classname),
@@ -82,7 +85,8 @@ def with_class_name(text: str, classname: str) -> str:
 
 
 def parse_choice(response: str, index2ans: dict[str, str], rng: random.Random) -> tuple[str, bool]:
-    """MMMU-style multiple-choice parsing (PROTOCOL §6.7). Returns (letter, whether it was a random fallback)."""
+    """MMMU-style multiple-choice parsing (docs/protocol.md#multiple-choice-parser). Returns (letter, whether it was a
+    random fallback)."""
     for char in [",", ".", "!", "?", ";", ":", "'"]:
         response = response.strip(char)
     response = " " + response + " "
@@ -115,7 +119,8 @@ def parse_choice(response: str, index2ans: dict[str, str], rng: random.Random) -
 
 
 def score_mcq(rows: list[dict], seed: int = 1234, strip_prefix: str | None = None) -> dict:
-    """Accuracy over the evaluated rows; one Random(seed) per file (deterministic per model, PROTOCOL §6.7 default).
+    """Accuracy over the evaluated rows; one Random(seed) per file (deterministic per model;
+    docs/protocol.md#multiple-choice-parser).
 
     ``strip_prefix`` removes the chain-of-thought assistant prefix from the prediction of models whose upstream
     response is the generation alone (fine-tuned LLaVA through the LLaVA code base).

@@ -1,4 +1,4 @@
-"""The ImageNet + LLaVA-1.5 instruction mix of paper §4.3 (PROTOCOL E19).
+"""The ImageNet + LLaVA-1.5 instruction mix of paper §4.3 (docs/protocol.md#imagenet-plus-llava-instruction-mix).
 
 Upstream concatenates the ImageNet classification conversations (the projector fine-tune's training file) with
 ``llava_v1_5_mix665k.json``, ImageNet first, and shuffles the whole list with ``random.seed(1234)``; its filtering

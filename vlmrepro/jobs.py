@@ -25,7 +25,8 @@ def prepare_classes(input, output, log) -> None:
     with _logged(log[0]) as out:
         classes = load_class_list(input[0])
         for name, indices in duplicate_classes(classes).items():
-            # ImageNet lists 'missile' and 'sunglasses' twice; kept, as upstream does (PROTOCOL §3.5)
+            # ImageNet lists 'missile' and 'sunglasses' twice; kept, as upstream does
+            # (docs/protocol.md#class-name-facts-that-change-scores)
             print(f"duplicate class name {name!r} at indices {indices}", file=out)
         write_json(output[0], classes)
 

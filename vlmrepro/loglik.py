@@ -1,11 +1,13 @@
-"""Probabilistic inference (PROTOCOL E08, §4.5, §6.5): per-class token log-probabilities under a fixed context.
+"""Probabilistic inference: per-class token log-probabilities under a fixed context
+(docs/protocol.md#probabilistic-inference-contexts; scores: docs/protocol.md#probabilistic-inference-scores).
 
 * ``continuation`` (LLaVA): one forward pass of the image + context ("… ASSISTANT: The photo features a"), then
   every class's BOS-stripped token ids are teacher-forced after it. The context's cache is computed once per image;
   each chunk of classes is one pass of their tokens packed into a single row, each class seeing the context and its
   own earlier tokens only (never another class's), so the context's cache is never copied.
 * ``per_class`` (BLIP-2): one full pass per class over image + "… Answer: A {label}"; the standalone class ids are
-  gathered at the last ``len(ids)`` positions, as upstream does (quirk Q8).
+  gathered at the last ``len(ids)`` positions, as upstream does
+  (docs/protocol.md#class-name-tokenisation-for-log-likelihood).
 
 Scores are kept per token (float32) so that Sum, Avg and CFG are computed by the cheap scoring rule.
 """
@@ -27,7 +29,8 @@ METHODS = ("continuation", "per_class")
 
 
 def class_token_ids(tokenizer, classes: list[str]) -> list[list[int]]:
-    """Ids of each class name with special tokens added and the first (BOS) id dropped (PROTOCOL §1.6)."""
+    """Ids of each class name with special tokens added and the first (BOS) id dropped
+    (docs/protocol.md#class-name-tokenisation-for-log-likelihood)."""
     out = []
     for name in classes:
         ids = tokenizer(name)["input_ids"]

@@ -1,4 +1,5 @@
-"""Linear probes and linear heads on stored features (PROTOCOL E10, E11, E14, §6.6, §8.3, §8.4).
+"""Linear probes and linear heads on stored features (docs/protocol.md#probe-and-linear-head-accuracy,
+docs/protocol.md#clip-linear-heads, docs/protocol.md#vlm-feature-probes).
 
 Upstream reports the best epoch on the evaluation split (an optimistic selection, kept as the paper's number);
 as an extra column, a second probe is trained on the training split minus a held-out tail, the epoch is chosen

@@ -1,5 +1,6 @@
-"""Chat templates and answer extraction (PROTOCOL §4.2, §4.3). Templates are data: they live in the model
-registry of the config, so editing one model's template reruns only that model's jobs."""
+"""Chat templates and answer extraction (docs/protocol.md#chat-templates, docs/protocol.md#answer-extraction).
+Templates are data: they live in the model registry of the config, so editing one model's template reruns only that
+model's jobs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Query planning: item order, candidate lists and question text, before any model runs (PROTOCOL §1.4, §4.1).
+"""Query planning: item order, candidate lists and question text, before any model runs
+(docs/protocol.md#item-order-and-random-stream, docs/protocol.md#question-strings).
 
 One sequential pass of a dedicated ``random.Random(seed)`` reproduces the upstream stream: shuffle the split's
 rows, then for each row (in shuffled order) sample ``n - 1`` distractors from the sorted pool of the other unique

@@ -68,7 +68,7 @@ TITLES = {
     "table4": "Table 4 — fine-tuning on captions vs classification data",
     "table5": "Table 5 — ImageWikiQA: knowledge questions that need the object recognised",
     "table8": "Table 8 — ImageNet open-world accuracy with synonyms",
-    "section4": "§4.3 — ImageNet accuracy after the ImageNet + LLaVA instruction mix (in no table of the paper)",
+    "section4": "Paper §4.3 — ImageNet accuracy after the ImageNet + LLaVA instruction mix (in no table of the paper)",
     "table13": "Table 13 — general benchmarks after the ImageNet + LLaVA instruction mix (TextVQA, POPE, MM-Vet)",
 }
 

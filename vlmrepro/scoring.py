@@ -1,4 +1,4 @@
-"""Scoring rules for zero-shot classification outputs (PROTOCOL §6.1).
+"""Scoring rules for zero-shot classification outputs (docs/protocol.md#scoring-rules).
 
 ``substring`` is the paper's rule, quirks included: ``label.lower() in pred.lower()`` with no word boundaries, so
 'ant' counts inside 'elephant'. ``word_boundary`` is a stricter extra column: the label must appear as whole words.
@@ -19,13 +19,14 @@ def word_boundary_correct(label: str, pred: str) -> bool:
 
 
 def exact_correct(label: str, pred: str) -> bool:
-    """Fine-tuned LLaVA (S2): the stripped generation equals the label, case-insensitively; nothing else."""
+    """Fine-tuned LLaVA (docs/protocol.md#exact-match): the stripped generation equals the label,
+    case-insensitively; nothing else."""
     return label.lower() == pred.strip().lower()
 
 
 def blip_caption_correct(label: str, caption: str) -> bool:
-    """Fine-tuned BLIP-2 (S3): the label without parentheses is contained in the caption. Labels with characters
-    the training normaliser removed ('.', ':', …) can never match, as upstream."""
+    """Fine-tuned BLIP-2 (docs/protocol.md#blip-2-caption-rule): the label without parentheses is contained in the
+    caption. Labels with characters the training normaliser removed ('.', ':', …) can never match, as upstream."""
     return label.replace("(", "").replace(")", "").lower() in caption.lower()
 
 
@@ -67,7 +68,7 @@ def score_outputs(rows: list[dict], resplit_marker: str | None = None, rule: str
     return result
 
 
-# --- synonyms (PROTOCOL §6.8, Table 8) ------------------------------------------------------------------------
+# --- synonyms (docs/protocol.md#synonym-rule, Table 8) -------------------------------------------------------------
 
 
 def parse_synonyms(text: str, source: str = "synonyms file") -> dict[int, list[str]]:
@@ -104,7 +105,7 @@ def score_synonyms(rows: list[dict], class_index: list[int], classes: list[str],
     return result
 
 
-# --- probabilistic inference (PROTOCOL §6.5) -------------------------------------------------------------------
+# --- probabilistic inference (docs/protocol.md#probabilistic-inference-scores) -----------------------------------
 
 
 def _class_sums(token_logprobs, offsets):
