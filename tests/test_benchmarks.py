@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, SMALL_DEMO, snakemake
+from conftest import DEMO, REPO, snakemake
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from demo_robustness import seeded_config, spread, table  # noqa: E402
@@ -72,11 +72,11 @@ def test_dry_run_benchmark_plans_the_whole_paper(tmp_path):
 
 
 def test_robustness_study_shifts_every_training_seed():
-    before = json.dumps(SMALL_DEMO)
-    config = seeded_config(SMALL_DEMO, 3, 2)
-    assert json.dumps(SMALL_DEMO) == before  # the demo config itself is left as it was
-    assert config["train_threads"] == 2 and config["worlds"]["shapes"]["seed"] == SMALL_DEMO["worlds"]["shapes"]["seed"] + 3
-    assert all(m["train"]["seed"] == SMALL_DEMO["models"][k]["train"].get("seed", 0) + 3
+    before = json.dumps(DEMO)
+    config = seeded_config(DEMO, 3, 2)
+    assert json.dumps(DEMO) == before  # the demo config itself is left as it was
+    assert config["train_threads"] == 2 and config["worlds"]["shapes"]["seed"] == DEMO["worlds"]["shapes"]["seed"] + 3
+    assert all(m["train"]["seed"] == DEMO["models"][k]["train"].get("seed", 0) + 3
                for k, m in config["models"].items() if "train" in m)  # fmt: skip
     assert {r["seed"] for r in config["finetunes"].values()} == {42 + 3}
     assert {s["probe_seed"] for s in config["settings"].values() if s["kind"] == "probe"} == {3}
@@ -86,7 +86,7 @@ def test_robustness_study_seed_zero_on_one_thread_is_the_demo(demo_run, tmp_path
     import yaml
 
     configfile = tmp_path / "seed0.yaml"
-    configfile.write_text(yaml.safe_dump(seeded_config(SMALL_DEMO, 0, 1), sort_keys=False))
+    configfile.write_text(yaml.safe_dump(seeded_config(DEMO, 0, 1), sort_keys=False))
     assert "Nothing to be done" in snakemake("-n", "--configfile", str(configfile), workdir=demo_run).output
 
 

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from conftest import SMALL_DEMO
+from conftest import DEMO
 
-FINDINGS = [f["name"] for f in SMALL_DEMO["report"]["findings"]]
+FINDINGS = [f["name"] for f in DEMO["report"]["findings"]]
 
 
 @pytest.fixture(scope="module")

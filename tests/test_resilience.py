@@ -136,7 +136,7 @@ def test_a_job_killed_at_a_random_point_resumes_to_identical_outputs(prepared, t
     n_items = 48
     kill_after = random.Random(seed).randint(1, n_items - 9)  # items finished before the kill, at least
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HOME": str(run_dir / ".hf")}
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(run_dir), "--configfile", config, "--cores", "1", TARGET]
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(run_dir), "--force-use-threads", "--configfile", config, "--cores", "1", TARGET]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while cache_lines(cache_dir) < kill_after and proc.poll() is None and time.time() < deadline:

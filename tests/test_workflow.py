@@ -9,9 +9,7 @@ import re
 import pytest
 import yaml
 
-from conftest import REPO, SMALL_DEMO, snakemake
-
-DEMO_CONFIG = yaml.safe_load((REPO / "demo" / "config.yaml").read_text())
+from conftest import DEMO, DEMO_FILE, REPO, snakemake
 
 
 def planned_jobs(output: str) -> dict[str, int]:
@@ -105,7 +103,7 @@ def write_config(tmp_path, config) -> str:
 
 
 def test_unknown_config_key_stops_with_its_name(tmp_path):
-    config = copy.deepcopy(DEMO_CONFIG)
+    config = copy.deepcopy(DEMO)
     config["models"]["tiny-llava"]["batchsize"] = 4
     proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=tmp_path, check=False)
     assert proc.returncode != 0
@@ -113,7 +111,7 @@ def test_unknown_config_key_stops_with_its_name(tmp_path):
 
 
 def test_wrong_type_stops_with_its_name(tmp_path):
-    config = copy.deepcopy(DEMO_CONFIG)
+    config = copy.deepcopy(DEMO)
     config["settings"]["open_world"]["max_new_tokens"] = "many"
     proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=tmp_path, check=False)
     assert proc.returncode != 0
@@ -121,7 +119,7 @@ def test_wrong_type_stops_with_its_name(tmp_path):
 
 
 def test_dangling_reference_stops_with_the_key(tmp_path):
-    config = copy.deepcopy(DEMO_CONFIG)
+    config = copy.deepcopy(DEMO)
     config["tables"]["table1"]["groups"][0]["models"].append("tiny-llava-typo")
     proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=tmp_path, check=False)
     assert proc.returncode != 0 and "tables.table1.groups[0].models: unknown model 'tiny-llava-typo'" in proc.output
@@ -135,7 +133,7 @@ def local_dataset_config(tmp_path, checksum=None, directory=None):
     classes = tmp_path / "classes.json"
     classes.write_text(json.dumps(["a car", "a bus"]))
     sha = lambda p: "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()
-    config = copy.deepcopy(DEMO_CONFIG)
+    config = copy.deepcopy(DEMO)
     config["datasets"] = {
         "cars": {
             "paper_key": "stanford_cars",
@@ -177,27 +175,26 @@ def test_bad_checksum_fails_naming_the_url_and_keeps_nothing(tmp_path):
 def test_demo_dry_run_plans_the_whole_dag(tmp_path):
     proc = snakemake("-n", "--configfile", str(REPO / "demo" / "config.yaml"), workdir=tmp_path)
     jobs = planned_jobs(proc.stdout)
-    # Table 1: 2 VLMs x 2 datasets x 2 + LLaVA-NeXT x shapes36 x 2; Table 2: the LLaVA's 4 more settings; Table 9:
-    # 4 K; Table 5: 3 VLMs, w/ GT class, 2 fine-tuned; Table 3: 3 fine-tuned; Table 4: captions of the training
-    # images and their evaluation
-    assert jobs["generate"] == 10 + 4 + 4 + 6 + 3 + 2 + 1  # + the mix model on its classification set
-    # the world, its CLIP and LLaVA trained by rules; BLIP-2 and LLaVA-NeXT built as tiny random models
-    assert jobs["build_world"] == 1 and jobs["train_world_model"] == 2 and jobs["build_tiny_model"] == 2
-    assert jobs["clip_zero_shot"] == 2 + 4 and jobs["check_findings"] == 1 and jobs["check_invariance"] == 1
+    # Table 1: 2 VLMs x 2 datasets x 2; Table 2: the LLaVA's 4 more settings; Table 9: K = 2 and 30; Table 5: 2 VLMs,
+    # w/ GT class, 2 fine-tuned; Table 3: 3 fine-tuned; Table 4: captions of the training images and their evaluation
+    assert jobs["generate"] == 8 + 4 + 2 + 5 + 3 + 2 + 1  # + the mix model on its classification set
+    # the world, its CLIP and LLaVA trained by rules; BLIP-2 built as a tiny random model
+    assert jobs["build_world"] == 1 and jobs["train_world_model"] == 2 and jobs["build_tiny_model"] == 1
+    assert jobs["clip_zero_shot"] == 2 + 2 and jobs["check_findings"] == 1 and jobs["check_invariance"] == 1
     # proj, LoRA, Q-Former, captions; the instruction mix
     assert jobs["finetune"] == 4 + 1 and jobs["build_instruction_mix"] == 1 and jobs["world_dataset"] == 2
     # features: shapes12's in 2 jobs of one feature file each (settings.features.shards_by_dataset), shapes36's of
     # the trained LLaVA, and CLIP's of both; probabilistic inference of the LLaVA (shapes36) and BLIP-2 (shapes12)
     assert jobs["loglik"] == 2 and jobs["gather_features"] == 2 + 2 and jobs["extract_features"] == 3 + 2
-    # the LLaVA's 6 probes on shapes12 (Tables 3, 10) and 2 on shapes36 (Table 3, finding 3); CLIP's linear probes
-    assert jobs["probe"] == 6 + 2 + 2
-    assert jobs["correlate_frequency"] == 6 and jobs["build_table"] == 12 and jobs["rescore_synonyms"] == 3
+    # the LLaVA's 4 probes on shapes12 (Tables 3, 10) and 2 on shapes36 (Table 3, finding 3); CLIP's linear probes
+    assert jobs["probe"] == 4 + 2 + 2
+    assert jobs["correlate_frequency"] == 6 and jobs["build_table"] == 12 and jobs["rescore_synonyms"] == 2
     assert "download_model" not in jobs and "download_upstream_file" not in jobs  # nothing of config.yaml leaks in
 
 
 def test_demo_report_holds_table1(demo_run):
     table = (demo_run / "results/tables/table1.csv").read_text()
-    n_vlms = len(SMALL_DEMO["tables"]["table1"]["groups"][0]["models"])
+    n_vlms = len(DEMO["tables"]["table1"]["groups"][0]["models"])
     assert table.count("\n") == 1 + n_vlms * 2 * 2 + 2
     html = (demo_run / "results/report/table1.html").read_text()
     assert "Table 1: VLMs vs CLIP" in html and "LLaVA1.5-7B [tiny-llava]" in html
@@ -248,7 +245,7 @@ def test_demo_imagewikiqa_runs_every_model_and_the_baselines(demo_run):
     prompt = json.loads((demo_run / "results/outputs/tiny-llava-lora-shapes36/wikiqa/imagewikiqa.jsonl").open().readline())["prompt"]
     assert prompt.endswith("ASSISTANT: Let's think step by step.")  # the demo leaves the doubled ASSISTANT: out
     mix = json.loads((demo_run / "results/finetune/tiny-llava-mix-shapes36/mix.report.json").read_text())
-    world = SMALL_DEMO["worlds"]["shapes"]
+    world = DEMO["worlds"]["shapes"]
     assert mix["n_classification"] == 36 * world["train_per_class"] and mix["n_dropped_missing_image"] == 0
     assert mix["n_corpus"] > mix["n_text_only"] > 0  # the world corpus: image records and text-only facts
 
@@ -257,7 +254,7 @@ def test_demo_results_are_batch_size_and_resume_invariant(demo_run):
     import pandas as pd
 
     table = pd.read_csv(demo_run / "results/tables/robustness.csv")
-    n_models = len(SMALL_DEMO["tables"]["robustness"]["groups"][0]["models"])
+    n_models = len(DEMO["tables"]["robustness"]["groups"][0]["models"])
     assert len(table) == n_models * 2 and (table["ours"] == 100.0).all() and (table["n_evaluated"] == 16).all()
     assert "robustness.html" in (demo_run / "results/report/index.html").read_text()
 
@@ -266,7 +263,7 @@ def test_demo_dataset_statistics_count_the_manifest(demo_run):
     import pandas as pd
 
     table = pd.read_csv(demo_run / "results/tables/table7.csv").set_index(["dataset", "metric"])["ours"]
-    world = SMALL_DEMO["worlds"]["shapes"]
+    world = DEMO["worlds"]["shapes"]
     assert table["shapes36", "n_train_images"] == 36 * world["train_per_class"]
     assert table["shapes36", "n_validation_images"] == 36 * world["test_per_class"]
     assert table["shapes36", "n_classes"] == 36 and table["shapes12", "n_classes"] == 12
@@ -290,20 +287,20 @@ def test_demo_overflowing_closed_world_is_na_like_the_paper(demo_run):
     assert {"item", "row", "image", "label", "prompt", "output", "pred", "model_revision"} <= outputs[0].keys()
 
 
-def test_demo_is_complete_after_run(demo_run, small_demo_file):
-    proc = snakemake("-n", "--configfile", str(small_demo_file), workdir=demo_run)
+def test_demo_is_complete_after_run(demo_run):
+    proc = snakemake("-n", "--configfile", str(DEMO_FILE), workdir=demo_run)
     assert "Nothing to be done" in proc.output
 
 
 def test_editing_one_models_prompt_reruns_only_its_jobs(demo_run, tmp_path):
-    config = copy.deepcopy(SMALL_DEMO)
+    config = copy.deepcopy(DEMO)
     config["models"]["tiny-llava"]["template"] = "USER: <image>\n{question} Answer briefly.\nASSISTANT:"
     proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=demo_run)
     jobs = planned_jobs(proc.stdout)
     # every tiny-llava generation made with that template (chain-of-thought uses cot_template, probabilistic
     # inference its loglik template), its features and what is computed from them, and the model fine-tuned on its
     # captions (Table 4); no other model's jobs
-    template = SMALL_DEMO["models"]["tiny-llava"]["template"]
+    template = DEMO["models"]["tiny-llava"]["template"]
     metas = (demo_run / "results/outputs/tiny-llava").glob("*/*.meta.json")
     expected = [p for p in metas if json.loads(p.read_text()).get("template") == template]
     assert jobs["generate"] == len(expected) + 1 and jobs["finetune"] == 1
@@ -315,8 +312,8 @@ def test_editing_one_models_prompt_reruns_only_its_jobs(demo_run, tmp_path):
             assert re.match(r"model=tiny-llava(-caption-shapes12)?(,|$)", wildcards), wildcards
 
 
-def test_comment_edit_reruns_nothing(demo_run, small_demo_file, tmp_path):
-    text = small_demo_file.read_text().replace("seed: 1234", "seed: 1234  # the upstream seed")
+def test_comment_edit_reruns_nothing(demo_run, tmp_path):
+    text = DEMO_FILE.read_text().replace("seed: 1234", "seed: 1234  # the upstream seed")
     configfile = tmp_path / "config.yaml"
     configfile.write_text("# a comment\n" + text)
     proc = snakemake("-n", "--configfile", str(configfile), workdir=demo_run)
@@ -324,7 +321,7 @@ def test_comment_edit_reruns_nothing(demo_run, small_demo_file, tmp_path):
 
 
 def test_changing_the_seed_reruns_plans_and_everything_after(demo_run, tmp_path):
-    config = copy.deepcopy(SMALL_DEMO)
+    config = copy.deepcopy(DEMO)
     config["seed"] = 1
     jobs = planned_jobs(snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=demo_run).stdout)
     n_plans = len(list((demo_run / "results/queries").glob("*/*.jsonl")))
@@ -337,22 +334,22 @@ def test_changing_the_seed_reruns_plans_and_everything_after(demo_run, tmp_path)
 def test_changing_the_training_threads_retrains_every_model(demo_run, tmp_path):
     """The thread count changes the order of float sums, so it is a parameter of every training job (world models
     and fine-tunes), not the cores Snakemake gives a job: changing it retrains them all and nothing else."""
-    config = copy.deepcopy(SMALL_DEMO)
+    config = copy.deepcopy(DEMO)
     config["train_threads"] = 2
     proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=demo_run)
     jobs = planned_jobs(proc.stdout)
-    trained = [key for key, model in SMALL_DEMO["models"].items() if "train" in model]
+    trained = [key for key, model in DEMO["models"].items() if "train" in model]
     n_finetuned = len(list((demo_run / "results/finetune").glob("*/losses.json")))  # the fine-tunes the tables need
     assert jobs["train_world_model"] == len(trained) == 2 and jobs["finetune"] == n_finetuned
     assert not {"build_world", "build_tiny_model", "plan_queries", "prepare_split"} & jobs.keys()
     # the same config on fewer cores than the run had: nothing to redo
-    proc = snakemake("-n", "--cores", "1", "--configfile", write_config(tmp_path, SMALL_DEMO), workdir=demo_run)
+    proc = snakemake("-n", "--cores", "1", "--configfile", write_config(tmp_path, DEMO), workdir=demo_run)
     assert "Nothing to be done" in proc.output
 
 
-def test_snakemake_report_lists_the_rendered_pages(demo_run, small_demo_file, tmp_path):
+def test_snakemake_report_lists_the_rendered_pages(demo_run, tmp_path):
     report = tmp_path / "report.html"
-    snakemake("--configfile", str(small_demo_file), "--report", str(report), workdir=demo_run)
+    snakemake("--configfile", str(DEMO_FILE), "--report", str(report), workdir=demo_run)
     text = report.read_text(errors="replace")
     assert "Paper tables" in text and "table1.html" in text
 
