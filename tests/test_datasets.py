@@ -221,6 +221,30 @@ def test_prepare_split_propagates_class_list_errors(toy):
     assert "entry 1" in str(info.value)
 
 
+ESCAPES = ["./data/Toy/../images_v2/x.png", "./data/Toy//etc/hostname", "./data/Toy/a/../../x.png"]
+
+
+@pytest.mark.parametrize("image", ESCAPES)
+def test_image_paths_that_leave_the_image_directory_are_refused(tmp_path, image):
+    root = tmp_path / "Toy"
+    save_png(root / "good.png")
+    manifest = write_manifest(tmp_path / "m.jsonl", [row(PREFIX + "good.png"), row(image)])
+    with pytest.raises(ManifestError) as info:
+        prepare_split(manifest, write_classes(tmp_path / "c.json", CLASSES), "test", PREFIX, root, workers=2)
+    message = str(info.value)
+    assert str(manifest) in message and "row 2" in message and repr(image) in message and "leaves" in message
+
+
+def test_a_symlink_inside_the_image_directory_is_followed(tmp_path):
+    root, elsewhere = tmp_path / "Toy", tmp_path / "shared-images"
+    save_png(elsewhere / "x.png")
+    root.mkdir()
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    manifest = write_manifest(tmp_path / "m.jsonl", [row(PREFIX + "linked/x.png")])
+    rows, report = prepare_split(manifest, write_classes(tmp_path / "c.json", CLASSES), "test", PREFIX, root, workers=2)
+    assert report["n_skipped"] == 0 and rows[0]["path"] == str(root / "linked" / "x.png")
+
+
 def test_prepare_split_missing_image_root_names_directory(tmp_path, toy):
     missing = tmp_path / "no-such-dir"
     with pytest.raises(ManifestError) as info:
@@ -692,3 +716,30 @@ def test_synthetic_class_names_out_of_range(n):
 def test_synthetic_dataset_rejects_bad_class_count(tmp_path):
     with pytest.raises(ValueError):
         synth(tmp_path / "s", seed=0, n_classes=1)
+
+
+# --- high-bit-depth and float images are scaled to 8 bits, never clipped -----------------------------------------
+
+
+def test_16_bit_png_and_float_tiff_load_at_their_intensity(tmp_path):
+    from vlmrepro.evaluate import load_rgb
+
+    grey16 = tmp_path / "grey16.png"
+    Image.fromarray(np.full((4, 4), 128 * 257, dtype=np.uint16)).save(grey16)  # mid-grey at 16 bits
+    grey_float = tmp_path / "grey.tiff"
+    Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32), "F").save(grey_float)
+    for path in (grey16, grey_float):
+        with Image.open(path) as img:
+            assert img.mode in ("I;16", "I", "F")  # what PIL's convert("RGB") would clip
+        assert check_image(path) is None
+        assert np.asarray(load_rgb(path)).tolist() == np.full((4, 4, 3), 128).tolist()
+
+
+def test_a_float_image_outside_the_unit_range_is_refused_naming_the_file(tmp_path):
+    from vlmrepro.evaluate import load_rgb
+
+    path = tmp_path / "hdr.tiff"
+    Image.fromarray(np.full((4, 4), 3.0, dtype=np.float32), "F").save(path)
+    assert "outside [0, 1]" in check_image(path) and str(path) in check_image(path)
+    with pytest.raises(ValueError, match="hdr.tiff"):
+        load_rgb(path)

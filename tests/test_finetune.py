@@ -2,6 +2,7 @@
 divergence handling."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +79,57 @@ def test_identical_rerun_resumes_from_the_last_checkpoint(tiny_models, examples,
     again = run(job(tmp_path, tiny_models / "llava", "llava", "projector", examples, epochs=2))
     assert checkpoints and again["losses"] == first["losses"]  # the trainer state came back; no step was redone
     assert changed_tensors(tiny_models / "llava", tmp_path / "out")  # the trained weights, not the base model's
+
+
+class KilledDuringSave(Exception):
+    pass
+
+
+@pytest.mark.parametrize("phase", ["model", "optimizer and scheduler", "rng state", "trainer state"])
+def test_a_save_killed_in_any_phase_resumes_from_the_last_complete_checkpoint(
+    tiny_models, examples, tmp_path, monkeypatch, phase
+):
+    """A kill (or a full disk) while the second checkpoint is written leaves a half-written folder: the rerun
+    discards it and resumes from the first, complete checkpoint, and trains what an uninterrupted run trains."""
+    from transformers import Trainer, TrainerState
+
+    def spec(folder):
+        return job(tmp_path / folder, tiny_models / "llava", "llava", "projector", examples, epochs=2)
+
+    uninterrupted = run(spec("whole"))
+    saves = []
+
+    def killed_on_second_save(original, truncate_json=False):
+        def wrapper(self, path, *args, **kwargs):
+            saves.append(path)
+            if len(saves) < 2:
+                return original(self, path, *args, **kwargs)
+            if truncate_json:  # the trainer state half-written
+                Path(path).write_text('{"global_step": 4, "log_hist')
+            else:
+                original(self, path, *args, **kwargs)
+            raise KilledDuringSave(phase)
+
+        return wrapper
+
+    target = {
+        "model": (Trainer, "save_model"),
+        "optimizer and scheduler": (Trainer, "_save_optimizer_and_scheduler"),
+        "rng state": (Trainer, "_save_rng_state"),
+        "trainer state": (TrainerState, "save_to_json"),
+    }[phase]
+    monkeypatch.setattr(*target, killed_on_second_save(getattr(*target), truncate_json=phase == "trainer state"))
+    with pytest.raises(KilledDuringSave):
+        run(spec("killed"))
+    monkeypatch.undo()
+    folders = sorted(p.name for p in (tmp_path / "killed" / "ckpt").glob("checkpoint-*"))
+    assert folders == ["checkpoint-2", "checkpoint-4"]  # the complete first, the half-written second
+    assert not (tmp_path / "killed" / "ckpt" / "checkpoint-4" / "COMPLETE").exists()
+
+    resumed = run(spec("killed"))
+    assert resumed["losses"] == uninterrupted["losses"]  # epoch 1 from the checkpoint, epoch 2 trained again
+    assert sorted(p.name for p in (tmp_path / "killed" / "ckpt").glob("checkpoint-*")) == ["checkpoint-4"]
+    assert not changed_tensors(tmp_path / "whole" / "out", tmp_path / "killed" / "out")  # the same weights
 
 
 def test_diverging_loss_is_recorded_not_raised(tiny_models, examples, tmp_path):

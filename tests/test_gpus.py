@@ -167,3 +167,43 @@ def test_job_logging_leases_gpus(tmp_path, monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     with job_logging(fake_snakemake(log, run={"device": "cpu"})):
         assert "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
+# --- a shared node: the lock directory and files cannot be steered by another user --------------------------------
+
+
+def test_lock_dir_is_created_private(pool):
+    pool(1)
+    assert (pool.lock_dir.stat().st_mode & 0o777) == 0o700
+
+
+def test_group_writable_or_symlinked_lock_dir_is_refused(pool, tmp_path):
+    pool.lock_dir.mkdir()
+    pool.lock_dir.chmod(0o777)
+    with pytest.raises(RuntimeError, match="writable by you only"):
+        pool(1)
+    pool.lock_dir.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    pool.lock_dir.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(RuntimeError, match="not a directory"):
+        pool(1)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the directory to another user needs root")
+def test_lock_dir_of_another_user_is_refused(pool):
+    pool.lock_dir.mkdir(mode=0o700)
+    os.chown(pool.lock_dir, 12345, 12345)
+    with pytest.raises(RuntimeError, match="owned by uid 12345"):
+        pool(1)
+
+
+def test_a_planted_symlink_lock_file_is_not_followed(pool, tmp_path):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    pool.lock_dir.mkdir(mode=0o700)
+    for slot_file in ("gpu-0.slot-0.lock", "gpu-1.slot-0.lock"):
+        (pool.lock_dir / slot_file).symlink_to(victim)
+    with pytest.raises(RuntimeError, match="cannot be opened safely"):
+        pool(1)
+    assert victim.read_text() == "keep me"

@@ -110,6 +110,19 @@ def test_unknown_config_key_stops_with_its_name(tmp_path):
     assert "batchsize" in proc.output
 
 
+@pytest.mark.parametrize("registry, name", [("datasets", ".."), ("models", "../../x"), ("settings", "a/b")])
+def test_a_name_that_would_leave_its_folder_stops_with_the_name(tmp_path, registry, name):
+    """Registry keys name folders and files of the run: one that is not a single safe path component is refused
+    before anything is written, anywhere."""
+    config = copy.deepcopy(DEMO)
+    config[registry][name] = next(iter(config[registry].values()))
+    workdir = tmp_path / "run"
+    proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=workdir, check=False)
+    assert proc.returncode != 0
+    assert repr(name) in proc.output and "does not match" in proc.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "run"]  # nothing outside the run
+
+
 def test_wrong_type_stops_with_its_name(tmp_path):
     config = copy.deepcopy(DEMO)
     config["settings"]["open_world"]["max_new_tokens"] = "many"

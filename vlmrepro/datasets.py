@@ -9,11 +9,13 @@ bad images, a row marked ``skip``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 REQUIRED_FIELDS = ("image", "label", "split")
@@ -100,21 +102,62 @@ def dataset_statistics(rows: list[dict], classes: list[str], eval_split: str) ->
 
 
 def resolve_image(image: str, prefix: str, image_root) -> Path:
-    if not image.startswith(prefix):
+    """The image's path under ``image_root``. A path that leaves the root once normalised ("../", an absolute path
+    from a doubled slash) is refused: it would read, and an API model would upload, a file outside the dataset. The
+    check is lexical, so a symlink placed inside the root (a common dataset layout) stays allowed."""
+    if not isinstance(image, str) or not image.startswith(prefix):
         raise ManifestError(f"image path {image!r} does not start with the configured prefix {prefix!r}")
-    return Path(image_root) / image[len(prefix) :]
+    root = os.path.normpath(image_root)
+    path = os.path.normpath(os.path.join(root, image[len(prefix) :]))
+    if os.path.commonpath([root, path]) != root:
+        raise ManifestError(f"image path {image!r} leaves the image directory {image_root} (it resolves to {path})")
+    return Path(path)
+
+
+HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb(img: Image.Image, path) -> Image.Image:
+    """8-bit RGB, as every model's processor expects. PIL's ``convert("RGB")`` clips 16-bit values (a 16-bit PNG
+    turns nearly white) and float values (a float TIFF turns black), so those are scaled first: 16-bit integers over
+    their full range (/257), floats as intensities in [0, 1] (torchvision's convention). Anything else in those
+    modes is refused, naming the file."""
+    if img.mode not in HIGH_BIT_DEPTH_MODES + ("F",):
+        return img.convert("RGB")
+    values = np.asarray(img, dtype=np.float64)
+    top = 1.0 if img.mode == "F" else 65535.0
+    if not np.isfinite(values).all() or values.min() < 0 or values.max() > top:
+        raise ValueError(
+            f"{path}: {img.mode} image with values in [{values.min():g}, {values.max():g}], outside [0, {top:g}]: "
+            "convert it to 8-bit RGB"
+        )
+    return Image.fromarray(np.round(values * (255.0 / top)).astype(np.uint8), "L").convert("RGB")
 
 
 def check_image(path: Path) -> str | None:
-    """None when the image exists and decodes fully, else the reason."""
+    """None when the image exists, decodes fully and converts to 8-bit RGB, else the reason."""
     if not path.is_file():
         return "missing"
     try:
         with Image.open(path) as img:
             img.load()
+            if img.mode in HIGH_BIT_DEPTH_MODES + ("F",):
+                to_rgb(img, path)
     except Exception as err:  # PIL raises many types for corrupt data
         return f"undecodable ({type(err).__name__}: {err})"
     return None
+
+
+def image_sha256(path: Path) -> str:
+    """Content hash of an image file. It is part of every cache key of the items that use the image, so answers
+    computed on other images under the same file name are never reused."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _inspect_image(path: Path) -> tuple[str | None, str | None]:
+    reason = check_image(path)
+    return reason, None if reason else image_sha256(path)
 
 
 def prepare_split(
@@ -126,8 +169,8 @@ def prepare_split(
     on_bad_image: str = "error",
     workers: int = 8,
 ) -> tuple[list[dict], dict]:
-    """Rows of one split (file order; split "all" keeps every row) with resolved ``path``; bad images raise, or
-    are marked ``skip``."""
+    """Rows of one split (file order; split "all" keeps every row) with resolved ``path`` and the image's
+    ``sha256``; bad images raise, or are marked ``skip``."""
     if on_bad_image not in ("error", "skip"):
         raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
     classes = load_class_list(classes_path)
@@ -140,10 +183,16 @@ def prepare_split(
             f"(paths in the manifest start with {image_prefix!r}, which maps to that directory)"
         )
     for row in rows:
-        row["path"] = str(resolve_image(row["image"], image_prefix, image_root))
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decoding releases the GIL
-        reasons = list(pool.map(lambda r: check_image(Path(r["path"])), rows))
-    bad = [(row, reason) for row, reason in zip(rows, reasons) if reason]
+        try:
+            row["path"] = str(resolve_image(row["image"], image_prefix, image_root))
+        except ManifestError as err:
+            raise ManifestError(f"{manifest_path}: row {row['row'] + 1}: {err}") from None
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decoding and hashing release the GIL
+        inspected = list(pool.map(lambda r: _inspect_image(Path(r["path"])), rows))
+    for row, (_, digest) in zip(rows, inspected):
+        if digest:
+            row["sha256"] = digest
+    bad = [(row, reason) for row, (reason, _) in zip(rows, inspected) if reason]
     if bad and on_bad_image == "error":
         listed = "\n".join(f"  row {row['row'] + 1}: {row['path']}: {reason}" for row, reason in bad[:MAX_LISTED])
         raise ManifestError(

@@ -15,7 +15,7 @@ from typing import Callable
 from PIL import Image
 
 from .cache import cache_key
-from .datasets import first_indices
+from .datasets import first_indices, to_rgb
 from .prompts import extract_answer, render
 
 
@@ -26,7 +26,7 @@ def base_record(query: dict, revision: str) -> dict:
 
 def load_rgb(path: str) -> Image.Image:
     with Image.open(path) as img:
-        return img.convert("RGB")
+        return to_rgb(img, path)
 
 
 def chunks(seq: list, size: int):
@@ -104,14 +104,16 @@ def run_generation(
 
     With a ``WriteAheadCache``, each finished batch is appended to it before the next starts and items already in
     it are not recomputed: a killed job's rerun loses at most the batch in flight. Keys combine ``cache_context``
-    (model, revision, settings, protocol) with the item and its rendered prompt."""
+    (model, revision, settings, protocol) with the item, its image's content hash and its rendered prompt."""
     if not queries:  # a shard beyond the last batch
         log("no items in this shard")
         return []
     block_size = block_size or batch_size
     prompts = [render(template, q["question"]) for q in queries]
     records = [{**base_record(q, revision), "prompt": p} for q, p in zip(queries, prompts)]
-    keys = [cache_key(cache_context, q["item"], q["row"], q["image"], p) for q, p in zip(queries, prompts)]
+    keys = [
+        cache_key(cache_context, q["item"], q["row"], q["image"], q.get("sha256"), p) for q, p in zip(queries, prompts)
+    ]
     budget = vlm.max_context - max_new_tokens
     todo, cached = [], 0
     lower_bounds = vlm.prompt_token_lower_bounds(prompts)

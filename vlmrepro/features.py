@@ -95,7 +95,7 @@ def extract(
     upstream's ``classes.index(label)`` and ImageNet's ``label_idx``.
 
     With ``cache_dir``, every finished batch is appended to a write-ahead log first, so a killed job's rerun
-    encodes only the batch in flight (logs are keyed by ``cache_context`` and the file)."""
+    encodes only the batch in flight (logs are keyed by ``cache_context``, the file and its images' contents)."""
     first_index = first_indices(classes)
     todo = [q for q in queries if "skip" not in q]
     out_dir = Path(out_dir)
@@ -106,7 +106,8 @@ def extract(
         done: list[dict] = []
         wal = None
         if cache_dir is not None:
-            wal = ArrayLog(Path(cache_dir) / f"{cache_key(cache_context, s, shard_size)}.bin", ("item", "features", "length"))
+            key = cache_key(cache_context, s, shard_size, [q.get("sha256") for q in shard])  # the images' contents
+            wal = ArrayLog(Path(cache_dir) / f"{key}.bin", ("item", "features", "length"))
             done = wal.read()
         n_done = sum(len(b["item"]) for b in done)
         if [int(i) for b in done for i in b["item"]] != [q["item"] for q in shard[:n_done]]:

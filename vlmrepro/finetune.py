@@ -9,8 +9,9 @@ docs/protocol.md#training-hyperparameters).
 
 The loss covers only the answer tokens and the end-of-sequence token. Training runs through ``transformers.Trainer``
 (so ``torchrun``/``accelerate`` give multi-GPU data parallelism), checkpoints every epoch into a folder outside the
-declared outputs and resumes from the last one when a killed job is rerun. The loss curve is kept; a diverging
-loss is recorded (NaN), not raised.
+declared outputs and resumes from the newest *complete* one when a killed job is rerun (a checkpoint is marked
+complete once every part of it is written; see :class:`MarkCompleteCheckpoints`). The loss curve is kept; a
+diverging loss is recorded (NaN), not raised.
 
 Run as ``python -m vlmrepro.finetune job.json`` (or under ``torchrun``): the job file holds every argument.
 """
@@ -28,6 +29,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+from .io import write_text
 
 TRAINABLE = {
     "projector": re.compile(r"multi_modal_projector"),
@@ -55,13 +58,12 @@ class Conversations(torch.utils.data.Dataset):
         return len(self.examples)
 
     def __getitem__(self, i):
-        from PIL import Image
+        from .evaluate import load_rgb
 
         example = self.examples[i]
         if example["path"] is None:  # text-only instruction data
             return {"image": None, "segments": example["segments"]}
-        with Image.open(example["path"]) as img:
-            return {"image": img.convert("RGB"), "segments": example["segments"]}
+        return {"image": load_rgb(example["path"]), "segments": example["segments"]}
 
 
 def make_collator(processor, answer_prefix: str = ""):
@@ -180,10 +182,59 @@ def _discard_checkpoints_of_other_settings(job: dict) -> None:
     stamp.write_text(fingerprint)
 
 
+COMPLETE_MARKER = "COMPLETE"
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    """checkpoint-<step> folders, oldest step first."""
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]))
+
+
+def last_complete_checkpoint(folder: str | os.PathLike) -> str | None:
+    """The newest checkpoint saved whole, or None. Folders a killed or failed save left half-written (no marker) are
+    deleted first, so that neither resume nor the Trainer ever reads them."""
+    root = Path(folder)
+    if not root.is_dir():
+        return None
+    complete = []
+    for checkpoint in _checkpoints(root):
+        if (checkpoint / COMPLETE_MARKER).is_file():
+            complete.append(checkpoint)
+        elif _is_rank_zero():
+            print(f"discarding the incomplete checkpoint {checkpoint} (its save was interrupted)")
+            shutil.rmtree(checkpoint)
+    return str(complete[-1]) if complete else None
+
+
+def _mark_complete_callback():
+    from transformers import TrainerCallback
+
+    class MarkCompleteCheckpoints(TrainerCallback):
+        """After the Trainer has written a checkpoint (model, optimizer, scheduler, RNG and trainer state), mark it
+        complete, then delete the older ones. The Trainer's own rotation (save_total_limit) deletes the previous
+        checkpoint before the new one is known to be whole, so a kill at the wrong moment would leave nothing to
+        resume from; here a complete checkpoint exists at every moment after the first save."""
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                newest = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                write_text(newest / COMPLETE_MARKER, f"step {state.global_step}\n")
+                for older in _checkpoints(Path(args.output_dir)):
+                    if older != newest:
+                        shutil.rmtree(older)
+            return control
+
+    return MarkCompleteCheckpoints()
+
+
 def run(job: dict) -> dict:
     """Train, save the merged model into ``job['out_dir']`` and return the loss log."""
     from transformers import AutoProcessor, Trainer, TrainingArguments, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from .models import model_class, pick_device, pick_dtype
 
@@ -192,7 +243,7 @@ def run(job: dict) -> dict:
     processor.tokenizer.padding_side = "right"
     dtype = pick_dtype(job["dtype"], device)
     _discard_checkpoints_of_other_settings(job)
-    last = get_last_checkpoint(job["checkpoint_dir"]) if Path(job["checkpoint_dir"]).is_dir() else None
+    last = last_complete_checkpoint(job["checkpoint_dir"])
     # Resuming: full-weight checkpoints are reloaded through from_pretrained, which maps the saved parameter names
     # back (Trainer's own reload does not, in transformers 5); LoRA checkpoints hold the adapter and the projector.
     start = last if last and job["trainable"] != "projector+lora" else job["base_dir"]
@@ -226,7 +277,7 @@ def run(job: dict) -> dict:
         # a one-epoch run over the ImageNet + LLaVA mix takes days: checkpoint every save_steps optimiser steps
         save_strategy="steps" if job.get("save_steps") else "epoch",
         **({"save_steps": job["save_steps"]} if job.get("save_steps") else {}),
-        save_total_limit=1,
+        save_total_limit=None,  # MarkCompleteCheckpoints keeps the newest complete checkpoint only
         bf16=device.startswith("cuda") and job["dtype"] == "bfloat16",
         seed=job["seed"],
         report_to=[],
@@ -253,6 +304,7 @@ def run(job: dict) -> dict:
         train_dataset=Conversations(job["examples"]),
         data_collator=make_collator(processor, job.get("answer_prefix", "")),
         optimizers=(optimizer, None),
+        callbacks=[_mark_complete_callback()],
     )
     # on a GPU, deterministic kernels would slow the paper's fine-tunes; there bf16 already rounds differently
     with deterministic_algorithms() if device == "cpu" else contextlib.nullcontext():

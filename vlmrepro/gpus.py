@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import time
 from typing import Callable
 
@@ -92,8 +93,28 @@ class GpuLease:
         return f"GpuLease(devices={self.devices}, held={bool(self._fds)})"
 
 
+def _private_lock_dir(lock_dir: str) -> None:
+    """Create ``lock_dir`` (mode 0700) or check an existing one: on a shared node another user could have created
+    it first, or planted a symlink, to steer or block this user's jobs. A directory that is a symlink, is owned by
+    someone else, or is writable by group or others is refused."""
+    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+    info = os.lstat(lock_dir)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise RuntimeError(f"GPU lock directory {lock_dir} is not a directory (a symlink?): remove it, or set "
+                           "VLMREPRO_GPU_LOCK_DIR to a directory of your own")  # fmt: skip
+    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise RuntimeError(
+            f"GPU lock directory {lock_dir} is owned by uid {info.st_uid} with mode {stat.filemode(info.st_mode)}: "
+            "it must be yours and writable by you only; remove it, or set VLMREPRO_GPU_LOCK_DIR"
+        )
+
+
 def _try_lock(path: str) -> int | None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    # never through a symlink: a planted link would have the open truncate its target
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as err:  # ELOOP: the lock file is a symlink
+        raise RuntimeError(f"GPU lock file {path} cannot be opened safely ({err.strerror}): remove it") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -145,7 +166,7 @@ def acquire_gpus(
     if len(devices) < n:
         raise RuntimeError(f"job needs {n} GPUs, {len(devices)} visible ({source})")
     lock_dir = lock_dir or default_lock_dir()
-    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+    _private_lock_dir(lock_dir)
     start = time.monotonic()
     waiting_logged = False
     while True:

@@ -184,7 +184,8 @@ def run_loglik(
         if "skip" in query:
             records[i].update(status="skipped_image", reason=query["skip"])
             continue
-        key = cache_key(cache_context, classes, query["item"], query["row"], query["image"], context)
+        image = (query["image"], query.get("sha256"))  # its name and its content
+        key = cache_key(cache_context, classes, query["item"], query["row"], *image, context)
         if cache is not None and key in cache:
             token_logprobs[i] = np.array(cache.get(key), dtype=np.float32)
             cached += 1

@@ -91,9 +91,8 @@ def plan_queries(
             "choices": choices,
             "question": _question(row, question, choices, question_from),
         }
-        if "label_idx" in row:
-            query["label_idx"] = row["label_idx"]
-        if "skip" in row:
-            query["skip"] = row["skip"]
+        for optional in ("label_idx", "sha256", "skip"):
+            if optional in row:
+                query[optional] = row[optional]
         queries.append(query)
     return queries
