@@ -6,8 +6,9 @@ from types import SimpleNamespace
 from snakemake.utils import validate
 
 from vlmrepro import findings, jobs, versions
-from vlmrepro.config import check_config
+from vlmrepro.config import check_config, check_config_size
 
+check_config_size(config)  # before the schema check, which would expand nested YAML aliases
 validate(config, "../schemas/config.schema.yaml")
 check_config(config)
 

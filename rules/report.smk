@@ -47,7 +47,9 @@ rule render_notebook:
     shell:
         "(PYTHONPATH={params.package} papermill {input.notebook} {output.notebook} -k {params.kernel} --cwd . "
         "-p table_csv {input.table} -p title '{params.title}' -p results_dir results "
-        "&& jupyter nbconvert --to html --no-input {output.notebook} --output-dir results/report) > {log} 2>&1"
+        "&& jupyter nbconvert --to html --no-input {output.notebook} --output-dir results/report) > {log} 2>&1 "
+        # papermill and nbconvert may fail (a full disk) without naming the file they were writing
+        "|| {{ echo 'rendering {output.notebook} and {output.html} failed: see {log}' >&2; exit 1; }}"
 
 
 rule check_findings:
@@ -81,7 +83,9 @@ rule render_summary:
     shell:
         "(PYTHONPATH={params.package} papermill {input.notebook} {output.notebook} -k {params.kernel} --cwd . "
         "-p tables_dir results/tables -p findings_json {input.findings} "
-        "&& jupyter nbconvert --to html --no-input {output.notebook} --output-dir results/report) > {log} 2>&1"
+        "&& jupyter nbconvert --to html --no-input {output.notebook} --output-dir results/report) > {log} 2>&1 "
+        # papermill and nbconvert may fail (a full disk) without naming the file they were writing
+        "|| {{ echo 'rendering {output.notebook} and {output.html} failed: see {log}' >&2; exit 1; }}"
 
 
 rule report_index:

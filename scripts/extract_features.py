@@ -1,9 +1,6 @@
-import os
-import shutil
-
 from vlmrepro import features
 from vlmrepro.datasets import load_class_list
-from vlmrepro.io import read_jsonl
+from vlmrepro.io import atomic_dir, read_jsonl
 from vlmrepro.models import ClipModel, VisionLanguageModel, read_revision
 from vlmrepro.prompts import render
 from vlmrepro.smk import job_logging
@@ -20,19 +17,17 @@ with job_logging(snakemake):
         encode = lambda images: features.vlm_features(vlm, images, prompt, run["positions"])
         settings = vlm.generation_settings()
     out = snakemake.output[0]
-    work = out + ".part"  # renamed onto the output only when every file of this job is written
-    shutil.rmtree(work, ignore_errors=True)
-    features.extract(
-        encode,
-        read_jsonl(snakemake.input.queries),
-        load_class_list(snakemake.input.classes),
-        run["positions"],
-        work,
-        run["batch_size"],
-        run["shard_size"],
-        job=snakemake.params.shard,
-        # finished batches, written ahead: a killed job's rerun encodes only the batch in flight
-        cache_dir=snakemake.params.cache,
-        cache_context={**run, **settings, "model_revision": read_revision(snakemake.input.model)},
-    )
-    os.replace(work, out)
+    with atomic_dir(out) as work:  # renamed onto the output only when every file of this job is written
+        features.extract(
+            encode,
+            read_jsonl(snakemake.input.queries),
+            load_class_list(snakemake.input.classes),
+            run["positions"],
+            work,
+            run["batch_size"],
+            run["shard_size"],
+            job=snakemake.params.shard,
+            # finished batches, written ahead: a killed job's rerun encodes only the batch in flight
+            cache_dir=snakemake.params.cache,
+            cache_context={**run, **settings, "model_revision": read_revision(snakemake.input.model)},
+        )

@@ -352,6 +352,33 @@ def test_key_never_leaks(server, tmp_path, provider):
     assert KEY not in str(error.value) and "***" in str(error.value) and not error.value.retryable
 
 
+@pytest.mark.parametrize("provider", ALL)
+def test_a_key_read_with_windows_line_ending_is_stripped(server, monkeypatch, provider):
+    monkeypatch.setenv(PROVIDERS[provider], KEY + "\r\n")  # a key file saved on Windows
+    model = make_model(server, provider)
+    server.script.append("ok")
+    model.ask("hello", None)
+    sent = json.dumps(server.requests[-1]["headers"])
+    assert KEY in sent and KEY + "\\r" not in sent
+
+
+def test_a_key_with_control_characters_inside_is_refused_naming_only_the_variable(monkeypatch):
+    monkeypatch.setenv(PROVIDERS["openai"], "sk-abc\x07def")
+    with pytest.raises(RuntimeError) as info:
+        ApiModel("openai", MODELS["openai"])
+    assert PROVIDERS["openai"] in str(info.value) and "abc" not in str(info.value)
+
+
+def test_every_echoed_form_of_a_key_is_scrubbed():
+    from vlmrepro.credentials import scrub
+
+    key = "sk-a/b+c=d\u00e9"
+    echoes = [key, repr(key)[1:-1], json.dumps(key)[1:-1], "sk-a%2Fb%2Bc%3Dd%C3%A9", "sk-a%2Fb%2Bc%3Dd%C3%A9"]
+    echoes.append(key.encode("unicode_escape").decode())
+    text = scrub(" | ".join(echoes), key)
+    assert "sk-a" not in text and text.count("***") == len(echoes)
+
+
 # --- 7. missing key -------------------------------------------------------------------------------------------
 
 

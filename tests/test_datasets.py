@@ -18,6 +18,7 @@ from vlmrepro.datasets import (
     ManifestError,
     build_imagenet_manifest,
     check_image,
+    disguised_duplicate_classes,
     duplicate_classes,
     load_class_list,
     make_synthetic_dataset,
@@ -743,3 +744,25 @@ def test_a_float_image_outside_the_unit_range_is_refused_naming_the_file(tmp_pat
     assert "outside [0, 1]" in check_image(path) and str(path) in check_image(path)
     with pytest.raises(ValueError, match="hdr.tiff"):
         load_rgb(path)
+
+
+# --- malformed fields and duplicates in disguise -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field, value", [("image", 123), ("image", None), ("label", ["cat"]), ("split", 1)])
+def test_a_field_of_the_wrong_type_names_file_row_and_field(tmp_path, field, value):
+    bad = {**row(PREFIX + "a.png"), field: value}
+    manifest = write_manifest(tmp_path / "m.jsonl", [row(PREFIX + "b.png"), bad])
+    with pytest.raises(ManifestError) as info:
+        read_manifest(manifest, CLASSES)
+    message = str(info.value)
+    assert str(manifest) in message and "row 2" in message and field in message and "expected a string" in message
+
+
+def test_class_names_that_differ_only_in_disguise_are_reported(tmp_path, toy):
+    names = ["cat", "Cat", "cat ", "ca\u200bt", "caf\u00e9", "cafe\u0301", "dog", "dog", "bird"]
+    assert disguised_duplicate_classes(names) == {"cat": [0, 1, 2, 3], "caf\u00e9": [4, 5]}  # "dog" twice is exact
+    write_classes(toy["classes"], names)
+    _, report = prepare(toy)
+    assert report["disguised_duplicate_classes"] == {"cat": [0, 1, 2, 3], "caf\u00e9": [4, 5]}
+    assert report["duplicate_classes"] == {"dog": [6, 7]}

@@ -11,6 +11,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import tarfile
 import threading
 import urllib.request
@@ -403,6 +404,25 @@ def test_gated_model_with_a_token_without_access(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_hub_token_with_a_windows_line_ending_is_stripped_and_never_echoed(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from vlmrepro.hub import download_snapshot
+
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value\r\n")
+    tokens = []
+
+    def model_info(self, repo_id, token=None, **kwargs):
+        tokens.append(token)  # what an HTTP header would carry
+        raise ValueError(f"Illegal header value b'Bearer {token!r}' (token {token!r} for {repo_id})")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    with pytest.raises(RuntimeError) as info:
+        download_snapshot("a/b", "main", tmp_path / "model")
+    assert tokens == ["hf_secret_value"]
+    assert "hf_secret_value" not in str(info.value) and "***" in str(info.value)
+
+
 def test_private_or_missing_model_without_token(tmp_path, monkeypatch):
     from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -553,6 +573,18 @@ def test_atomic_open_writes_on_success(tmp_path):
         assert not dest.exists()  # nothing at the destination until the block ends
     assert dest.read_text(encoding="utf-8") == "hello"
     assert leftovers(dest.parent) == []
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_output_gets_the_mode_the_umask_gives(tmp_path, umask, mode):
+    """As a plain open() would: an index.html at 0600 beside table pages at 0644 is not what a user asked for."""
+    old = os.umask(umask)
+    try:
+        with atomic_open(tmp_path / "out.txt", encoding="utf-8") as handle:
+            handle.write("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == mode
 
 
 def test_atomic_open_binary_mode(tmp_path):

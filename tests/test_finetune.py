@@ -132,6 +132,33 @@ def test_a_save_killed_in_any_phase_resumes_from_the_last_complete_checkpoint(
     assert not changed_tensors(tmp_path / "whole" / "out", tmp_path / "killed" / "out")  # the same weights
 
 
+def test_a_full_disk_while_saving_the_model_names_it_and_leaves_no_part_folder(
+    tiny_models, examples, tmp_path, monkeypatch
+):
+    import errno
+
+    from transformers import LlavaForConditionalGeneration
+
+    save = LlavaForConditionalGeneration.save_pretrained
+
+    def full_disk_at(where):
+        def save_pretrained(self, path, *args, **kwargs):
+            if where not in str(path):
+                return save(self, path, *args, **kwargs)
+            Path(path).mkdir(parents=True, exist_ok=True)
+            (Path(path) / "model.safetensors").write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        return save_pretrained
+
+    for where, named in [("checkpoint-", tmp_path / "ckpt"), ("out.part", tmp_path / "out")]:
+        monkeypatch.setattr(LlavaForConditionalGeneration, "save_pretrained", full_disk_at(where))
+        with pytest.raises(OSError) as info:
+            run(job(tmp_path, tiny_models / "llava", "llava", "projector", examples, epochs=1))
+        assert info.value.errno == errno.ENOSPC and str(named) in str(info.value)
+        assert not (tmp_path / "out").exists() and not (tmp_path / "out.part").exists()
+
+
 def test_diverging_loss_is_recorded_not_raised(tiny_models, examples, tmp_path):
     """A model whose projector overflows (as a diverged run does) trains on with NaN losses, flagged, not raised."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration

@@ -212,3 +212,21 @@ def test_images_swapped_under_the_same_names_reuse_no_cached_answer(tiny_models,
         features.extract(encode, planned[name], classes, ["embedding"], tmp_path / f"f-{name}", 4, 8,
                          log=logs.append, cache_dir=tmp_path / "wal", cache_context=context)  # fmt: skip
         assert not any("from the cache" in line for line in logs)
+
+
+def test_a_full_disk_while_appending_to_a_cache_names_the_cache_file(tmp_path, monkeypatch):
+    import errno
+
+    from vlmrepro.cache import ArrayLog
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    for cache, append in [
+        (WriteAheadCache(tmp_path / "gen.jsonl"), lambda c: c.put("k", "v")),
+        (ArrayLog(tmp_path / "features.bin", ("item",)), lambda c: c.append({"item": np.arange(3)})),
+    ]:
+        with pytest.raises(OSError) as info:
+            append(cache)
+        assert info.value.errno == errno.ENOSPC and str(cache.path) in str(info.value)

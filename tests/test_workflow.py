@@ -123,6 +123,25 @@ def test_a_name_that_would_leave_its_folder_stops_with_the_name(tmp_path, regist
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "run"]  # nothing outside the run
 
 
+def test_an_absurd_shard_count_stops_with_its_key(tmp_path):
+    config = copy.deepcopy(DEMO)
+    config["datasets"]["shapes12"]["shards"] = 1_000_000  # a million jobs: gigabytes of DAG before any message
+    proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=tmp_path, check=False)
+    assert proc.returncode != 0 and "shards" in proc.output and "1000000" in proc.output
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """Nine nested aliases of nine: 387 million values from eleven lines, under a free-form key the schema allows."""
+    levels = ["a: &a [" + ", ".join(["lol"] * 9) + "]"]
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    bomb = "\n".join("      " + line for line in levels)
+    text = DEMO_FILE.read_text().replace("worlds:\n  shapes:\n", f"worlds:\n  shapes:\n    unused:\n{bomb}\n", 1)
+    (tmp_path / "bomb.yaml").write_text(text)
+    proc = snakemake("-n", "--configfile", str(tmp_path / "bomb.yaml"), workdir=tmp_path, check=False, timeout=120)
+    assert proc.returncode != 0 and "nested YAML aliases" in proc.output and "worlds.shapes.unused" in proc.output
+
+
 def test_wrong_type_stops_with_its_name(tmp_path):
     config = copy.deepcopy(DEMO)
     config["settings"]["open_world"]["max_new_tokens"] = "many"

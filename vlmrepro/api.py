@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .cache import WriteAheadCache, cache_key
+from .credentials import read_credential, scrub
 
 PROVIDERS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
 GEMINI_FALLBACK_ENV = "GOOGLE_API_KEY"
@@ -64,9 +65,9 @@ class ApiModel:
                 f"unknown API provider {provider!r} for model {model!r}; expected one of {sorted(PROVIDERS)}"
             )
         env = PROVIDERS[provider]
-        key = os.environ.get(env, "").strip()
+        key = read_credential(env)
         if not key and provider == "gemini":
-            key = os.environ.get(GEMINI_FALLBACK_ENV, "").strip()
+            key = read_credential(GEMINI_FALLBACK_ENV)
             env = f"{env} (or {GEMINI_FALLBACK_ENV})"
         if not key:
             raise RuntimeError(
@@ -159,7 +160,7 @@ class ApiModel:
         return isinstance(status, int) and (status in RETRY_STATUS or status >= 500)
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***")
+        return scrub(text, self._key)
 
 
 def _retry_after(exc: Exception) -> float | None:

@@ -16,6 +16,8 @@ import os
 import threading
 from pathlib import Path
 
+from .io import naming_full_disk
+
 
 def cache_key(*parts) -> str:
     """sha256 of the canonical JSON of ``parts``."""
@@ -58,7 +60,7 @@ class WriteAheadCache:
         if not items:
             return
         text = "".join(json.dumps({"key": k, "value": v}, ensure_ascii=False) + "\n" for k, v in items.items())
-        with self._lock:
+        with self._lock, naming_full_disk(self.path):
             with open(self.path, "a", encoding="utf-8") as handle:
                 handle.write(text)
                 handle.flush()
@@ -100,7 +102,7 @@ class ArrayLog:
     def append(self, batch: dict) -> None:
         import numpy as np
 
-        with open(self.path, "ab") as handle:
+        with naming_full_disk(self.path), open(self.path, "ab") as handle:
             for field in self.fields:
                 np.save(handle, batch[field], allow_pickle=False)
             handle.flush()

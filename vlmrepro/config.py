@@ -26,6 +26,36 @@ def _check_findings(config: dict, models: set[str], errors: list[str]) -> None:
                         errors.append(message)
 
 
+MAX_CONFIG_VALUES = 200_000  # the paper's config.yaml holds ~3,000
+
+
+def check_config_size(config, limit: int = MAX_CONFIG_VALUES) -> None:
+    """Refuse a configuration that expands to more than ``limit`` values. YAML aliases let a few lines describe
+    billions of values (an "alias bomb"); they cost nothing while shared, but the schema check and Snakemake's
+    copies of the config expand them and exhaust memory with no message. Sizes are counted per distinct node, so
+    the check itself stays cheap."""
+    sizes: dict[int, int] = {}
+
+    def size(node, path: str) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        if id(node) in sizes:
+            return sizes[id(node)]
+        children = node.items() if isinstance(node, dict) else enumerate(node)
+        total = 1
+        for key, child in children:
+            total += size(child, f"{path}.{key}" if path else str(key))
+            if total > limit:
+                raise ConfigError(
+                    f"configuration expands to more than {limit:,} values under {path or 'the top level'!r} "
+                    "(nested YAML aliases?): refused before anything expands it"
+                )
+        sizes[id(node)] = total
+        return total
+
+    size(config, "")
+
+
 def check_config(config: dict) -> None:
     errors = []
     worlds = config.get("worlds", {})

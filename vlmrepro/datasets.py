@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,6 +51,20 @@ def duplicate_classes(classes: list[str]) -> dict[str, list[int]]:
     return {name: idx for name, idx in seen.items() if len(idx) > 1}
 
 
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))  # soft hyphen, zero-width characters
+
+
+def disguised_duplicate_classes(classes: list[str]) -> dict[str, list[int]]:
+    """Names that differ only in Unicode normalisation form, case, surrounding or repeated spaces or invisible
+    characters: different strings to the scorer, one class to a reader. Keyed by the normalised name; exact
+    duplicates are :func:`duplicate_classes`' business and are not repeated here."""
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(classes):
+        key = " ".join(unicodedata.normalize("NFKC", name).translate(_INVISIBLE).casefold().split())
+        groups.setdefault(key, []).append(i)
+    return {key: idx for key, idx in groups.items() if len({classes[i] for i in idx}) > 1}
+
+
 def first_indices(classes: list[str]) -> dict[str, int]:
     """Name -> index of its first entry: upstream's ``classes.index(name)`` (duplicated names map to the first)."""
     index: dict[str, int] = {}
@@ -80,6 +95,11 @@ def read_manifest(path, classes: list[str]) -> list[dict]:
     class_set = set(classes)
     rows = []
     for line_no, row in checked_rows(path, REQUIRED_FIELDS):
+        for field in REQUIRED_FIELDS:
+            if not isinstance(row[field], str):
+                raise ManifestError(
+                    f"{path}: row {line_no} has {field} {row[field]!r} ({type(row[field]).__name__}), expected a string"
+                )
         if row["label"] not in class_set:
             raise ManifestError(f"{path}: row {line_no} has label {row['label']!r}, which is not in the class list")
         row["row"] = line_no - 1
@@ -208,6 +228,7 @@ def prepare_split(
         "n_skipped": len(bad),
         "skipped": [{"row": r["row"], "image": r["image"], "reason": why} for r, why in bad],
         "duplicate_classes": duplicate_classes(classes),
+        "disguised_duplicate_classes": disguised_duplicate_classes(classes),
     }
     return rows, report
 

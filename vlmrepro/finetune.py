@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from .io import write_text
+from .io import atomic_dir, naming_full_disk, write_text
 
 TRAINABLE = {
     "projector": re.compile(r"multi_modal_projector"),
@@ -308,7 +308,8 @@ def run(job: dict) -> dict:
     )
     # on a GPU, deterministic kernels would slow the paper's fine-tunes; there bf16 already rounds differently
     with deterministic_algorithms() if device == "cpu" else contextlib.nullcontext():
-        trainer.train(resume_from_checkpoint=last)
+        with naming_full_disk(job["checkpoint_dir"]):  # checkpoints are written inside train()
+            trainer.train(resume_from_checkpoint=last)
     losses = [
         {"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"]}
         for e in trainer.state.log_history
@@ -317,14 +318,11 @@ def run(job: dict) -> dict:
     if trainer.is_world_process_zero():
         if job["trainable"] == "projector+lora":
             model = model.merge_and_unload()
-        work = Path(job["out_dir"] + ".part")
-        shutil.rmtree(work, ignore_errors=True)
-        model.save_pretrained(work)
-        processor.tokenizer.padding_side = "left"
-        processor.save_pretrained(work)
-        (work / "REVISION").write_text(f"finetuned:{job['base_revision']}\n")
-        shutil.rmtree(job["out_dir"], ignore_errors=True)
-        os.replace(work, job["out_dir"])
+        with atomic_dir(job["out_dir"]) as work:
+            model.save_pretrained(work)
+            processor.tokenizer.padding_side = "left"
+            processor.save_pretrained(work)
+            (work / "REVISION").write_text(f"finetuned:{job['base_revision']}\n")
     return {
         "losses": losses,
         "diverged": not all(math.isfinite(l["loss"]) for l in losses),

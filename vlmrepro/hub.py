@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+from .credentials import read_credential, scrub
+
 # Weights in other formats than these are not needed when safetensors exist; fetching both doubles the download.
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py"]
 FALLBACK_PATTERNS = ["*.bin", "*.pt", "*.pth"]
@@ -19,7 +21,7 @@ def download_snapshot(repo_id: str, revision: str, out_dir, token_env: str = "HF
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
-    token = os.environ.get(token_env) or None
+    token = read_credential(token_env)
     try:
         try:
             info = HfApi().model_info(repo_id, revision=revision, token=token)
@@ -28,7 +30,7 @@ def download_snapshot(repo_id: str, revision: str, out_dir, token_env: str = "HF
             snapshot_download(repo_id, revision=info.sha, local_dir=tmp, allow_patterns=patterns, token=token)
         except Exception as err:  # offline mode, network errors, unknown revision, no access
             page = f"https://huggingface.co/{repo_id}"
-            raise _hub_error(err, repo_id, f"{repo_id}@{revision}", page, token_env, token) from err
+            raise _hub_error(err, repo_id, f"{repo_id}@{revision}", page, token_env, token) from None
         shutil.rmtree(tmp / ".cache", ignore_errors=True)
         (tmp / "REVISION").write_text(info.sha + "\n")
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -44,7 +46,7 @@ def download_dataset_file(repo_id: str, filename: str, revision: str, dest, toke
 
     from .io import atomic_path
 
-    token = os.environ.get(token_env) or None
+    token = read_credential(token_env)
     try:
         sha = HfApi().dataset_info(repo_id, revision=revision, token=token).sha
         with atomic_path(dest) as tmp:
@@ -53,7 +55,7 @@ def download_dataset_file(repo_id: str, filename: str, revision: str, dest, toke
     except Exception as err:
         page = f"https://huggingface.co/datasets/{repo_id}"
         what = f"{filename} of dataset {repo_id}@{revision}"
-        raise _hub_error(err, f"dataset {repo_id}", what, page, token_env, token) from err
+        raise _hub_error(err, f"dataset {repo_id}", what, page, token_env, token) from None
     return sha
 
 
@@ -83,4 +85,4 @@ def _hub_error(err: Exception, repo: str, what: str, page: str, token_env: str, 
             f"{repo} not found on the hub, or private or gated and {token_env} is not set: check {page}, "
             f"and export {token_env}=<a read token> if it needs one"
         )
-    return RuntimeError(f"could not download {what}: {type(err).__name__}: {err}")
+    return RuntimeError(scrub(f"could not download {what}: {type(err).__name__}: {err}", token))

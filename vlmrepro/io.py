@@ -10,30 +10,72 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask sets it, which threads running rules would see)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def naming_full_disk(path: str | os.PathLike) -> Iterator[None]:
+    """Report a full disk inside the block with ``path`` named: the bare ENOSPC error names no file, or only a
+    temporary one."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno == errno.ENOSPC and str(path) not in str(err):
+            raise OSError(errno.ENOSPC, f"no space left on device while writing {path}") from err
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it onto ``path``, on error delete it. A full disk
-    is reported with ``path`` named: the bare ENOSPC error names no file, or only the temporary one."""
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``, on error delete it (a full disk
+    named with ``path``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as err:
-        if err.errno == errno.ENOSPC:
-            raise OSError(errno.ENOSPC, f"no space left on device while writing {path}") from err
-        raise
+        with naming_full_disk(path):
+            yield tmp
+            if tmp.is_file():  # mkstemp's file is private (0600); the output gets what a plain open() would give it
+                os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh ``<path>.part`` folder to fill; on success it replaces ``path``, on any error (a full disk named
+    with ``path``) it is deleted, so no half-written folder is left under either name."""
+    path = Path(path)
+    work = path.with_name(path.name + ".part")
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        with naming_full_disk(path):
+            yield work
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(work, path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @contextlib.contextmanager

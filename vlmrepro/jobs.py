@@ -20,7 +20,7 @@ def _logged(log_path):
 
 
 def prepare_classes(input, output, log) -> None:
-    from .datasets import duplicate_classes, load_class_list
+    from .datasets import disguised_duplicate_classes, duplicate_classes, load_class_list
 
     with _logged(log[0]) as out:
         classes = load_class_list(input[0])
@@ -28,6 +28,10 @@ def prepare_classes(input, output, log) -> None:
             # ImageNet lists 'missile' and 'sunglasses' twice; kept, as upstream does
             # (docs/protocol.md#class-name-facts-that-change-scores)
             print(f"duplicate class name {name!r} at indices {indices}", file=out)
+        for name, indices in disguised_duplicate_classes(classes).items():
+            spelled = ", ".join(repr(classes[i]) for i in indices)
+            print(f"class names {spelled} at indices {indices} differ only in case, spaces, Unicode form or "
+                  f"invisible characters (all read as {name!r}); kept as distinct classes", file=out)  # fmt: skip
         write_json(output[0], classes)
 
 
