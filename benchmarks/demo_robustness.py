@@ -115,18 +115,17 @@ def spread(runs: dict[str, list[dict]]) -> str:
     """Markdown table of every score the findings read: its value in each run and its range (how much the demo's
     numbers move with the seed, the thread count and, by the same token, the machine)."""
     names = list(runs)
-    values: dict[str, list[float]] = {}
+    per_run: dict[str, dict[str, float]] = {}
     for name in names:
-        seen = {}
         for finding in runs[name]:
             for check in finding["checks"]:
-                seen.update(check["scores"])
-        for score, value in seen.items():
-            values.setdefault(score, []).append(value)
+                for score, value in check["scores"].items():
+                    per_run.setdefault(score, {})[name] = value
     lines = ["| score | " + " | ".join(names) + " | range |", "|---" * (len(names) + 2) + "|"]
-    for score, vals in values.items():
-        spread_cell = f"{_number(min(vals))} to {_number(max(vals))}"
-        lines.append(f"| {score} | " + " | ".join(map(_number, vals)) + f" | {spread_cell} |")
+    for score, by_run in per_run.items():
+        cells = [_number(by_run[name]) if name in by_run else "" for name in names]  # a run may lack a score
+        vals = list(by_run.values())
+        lines.append(f"| {score} | " + " | ".join(cells) + f" | {_number(min(vals))} to {_number(max(vals))} |")
     return "\n".join(lines)
 
 

@@ -110,3 +110,10 @@ def test_robustness_spread_lists_each_score_once_with_its_range():
     markdown = spread({"a": run(60.0), "b": run(64.5)})
     assert "| tiny-llava imagewikiqa accuracy | 60.0 | 64.5 | 60.0 to 64.5 |" in markdown
     assert markdown.count("tiny-llava imagewikiqa") == 1 and "| mix imagewikiqa accuracy | 70.0 | 70.0 |" in markdown
+
+
+def test_robustness_spread_keeps_columns_when_a_run_lacks_a_score():
+    full = [{"finding": "6", "checks": [{"scores": {"base": 60.0, "mix": 70.0}}]}]
+    partial = [{"finding": "6", "checks": [{"scores": {"mix": 72.0}}]}]
+    markdown = spread({"a": partial, "b": full})
+    assert "| base |  | 60.0 | 60.0 to 60.0 |" in markdown and "| mix | 72.0 | 70.0 | 70.0 to 72.0 |" in markdown
