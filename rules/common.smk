@@ -34,9 +34,10 @@ for _recipe, _ft in FINETUNES.items():
             "paper_name": _ft["paper_name"],
             "template": _ft["template"],
             "answer_marker": _ft["answer_marker"],
+            # the LLaVA code base's model_vqa (and LAVIS) return the generation alone, and it is scored whole
+            "answer_from": "generation",
             "score_resplit": None,
             "cot_template": _ft["cot_template"],
-            "mcq_strip_prefix": _ft["mcq_strip_prefix"],
             "gpus": min(MODELS[_ft["base"]]["gpus"], 1),
             "finetuned": {"recipe": _recipe, "dataset": _dataset},
         }
@@ -286,6 +287,7 @@ def generation_params(wildcards):
         "source": model_revision_param(wildcards.model),
         "template": m["cot_template"] if s["chain_of_thought"] else m["template"],
         "answer_marker": m["answer_marker"],
+        "answer_from": m["answer_from"],
         "model": wildcards.model,
         "backend": m["backend"],
         "attention": m["attention"],
@@ -444,11 +446,11 @@ def source_wildcards(wildcards):
 
 
 def mcq_params(wildcards):
-    """Multiple-choice parsing: the evaluation RNG seed and the assistant prefix that upstream's response lacked."""
+    """Multiple-choice parsing: the evaluation RNG seed."""
     s = SETTINGS[wildcards.setting]
     if s["scoring"] != "mcq":
         return None
-    return {"seed": s["mcq_seed"], "strip_prefix": MODELS[wildcards.model].get("mcq_strip_prefix")}
+    return {"seed": s["mcq_seed"]}
 
 
 def synonyms_file(wildcards):

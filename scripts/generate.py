@@ -34,6 +34,7 @@ with job_logging(snakemake):
         cache_context={**run, **vlm.generation_settings(), "model_revision": revision},
         block_size=run["block_size"],
         loader_workers=run["loader_workers"],
+        answer_from=run["answer_from"],
     )
     write_jsonl(snakemake.output.rows, records)
     write_json(

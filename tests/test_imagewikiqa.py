@@ -70,13 +70,12 @@ def test_mcq_scores_are_deterministic_and_count_random_fallbacks():
     assert first["accuracy"] == 100 * (1 + (expected_guess == "A")) / 2
 
 
-def test_fine_tuned_responses_are_parsed_without_the_cot_prefix():
-    """Upstream parsed model_vqa's generation alone: "Flat position" has too few words for a content match, so it
-    is a random guess; with the prefix left in, the six words would content-match D."""
+def test_a_response_is_parsed_as_it_is_given():
+    """model_vqa's generation alone: "Flat position" has too few words for a content match, so it is a random
+    guess; with the chain-of-thought prefix in front, the six words content-match D."""
     row = {"status": "ok", "label": "D", "prompt": TEXT, "pred": "Let's think step by step. Flat position"}
     assert score_mcq([row])["n_random_fallback"] == 0 and score_mcq([row])["accuracy"] == 100
-    stripped = score_mcq([row], strip_prefix="Let's think step by step.")
-    assert stripped["n_random_fallback"] == 1
+    assert score_mcq([{**row, "pred": "Flat position"}])["n_random_fallback"] == 1
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,10 @@ import pytest
 import yaml
 
 from conftest import REPO
+from vlmrepro.evaluate import prediction
 from vlmrepro.prompts import extract_answer, render
 from vlmrepro.queries import closed_world_question
-from vlmrepro.scoring import score_outputs, substring_correct, word_boundary_correct
+from vlmrepro.scoring import exact_correct, score_outputs, substring_correct, word_boundary_correct
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 BASE = "What type of object is in this photo?"
@@ -194,3 +195,56 @@ def test_feature_prompts_are_the_open_world_templates():
     (docs/protocol.md#feature-extraction-prompts-and-probe-positions)."""
     assert CONFIG["settings"]["features"]["question"] == BASE
     assert render(CONFIG["models"]["blip2-opt-2.7b"]["template"], BASE) == f"Question: {BASE} Answer:"
+
+
+# --- which text is scored: the zero-shot scripts' last marker, or model_vqa's generation alone -------------------
+
+GENERATIONS = [
+    # (decoded prompt + generation, generation alone)
+    ("USER: <image>\nWhat is it? ASSISTANT: a cat", " a cat"),
+    ("USER: <image>\nWhat is it? ASSISTANT: a cat USER: sure? ASSISTANT: a dog",
+     " a cat USER: sure? ASSISTANT: a dog"),  # fmt: skip
+    ("USER: <image>\nWhat is it? ASSISTANT: a cat</s>ASSISTANT:", " a cat</s>ASSISTANT:"),
+    ("USER: <image>\nWhat is it? ASSISTANT: HUMAN: a cat", " HUMAN: a cat"),
+]
+
+
+@pytest.mark.parametrize("text, new_text", GENERATIONS)
+def test_zero_shot_scoring_takes_the_text_after_the_last_marker(text, new_text):
+    """Upstream's zero-shot scripts: decoded prompt + generation, split on the last answer marker."""
+    assert prediction(text, new_text, "ASSISTANT:", "last_marker") == text.split("ASSISTANT:")[-1].strip()
+
+
+@pytest.mark.parametrize("text, new_text", GENERATIONS)
+def test_fine_tuned_scoring_takes_the_generation_whole(text, new_text):
+    """model_vqa: the generated tokens alone, a second turn or stray role tag included, so exact match fails
+    where the last-marker rule would have scored the second answer."""
+    pred = prediction(text, new_text, "ASSISTANT:", "generation")
+    assert pred == new_text.strip()
+    assert exact_correct("a cat", pred) == (new_text.strip() == "a cat")
+
+
+def test_an_unknown_answer_source_is_refused():
+    with pytest.raises(ValueError, match="answer_from"):
+        prediction("a", "a", "ASSISTANT:", "everything")
+
+
+def test_records_keep_the_generation_and_score_it_for_fine_tuned_models(tiny_models, tmp_path):
+    """A real tiny LLaVA: its generation is the decoded text minus the decoded prompt, and each answer source
+    takes its pred from the right text."""
+    from PIL import Image
+
+    from vlmrepro.evaluate import run_generation
+    from vlmrepro.models import VisionLanguageModel
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "x.png")
+    queries = [{"item": 0, "row": 0, "image": "x.png", "path": str(tmp_path / "x.png"), "label": "x",
+                "question": "What is this?"}]  # fmt: skip
+    vlm = VisionLanguageModel(tiny_models / "llava", "llava", "float32", "cpu")
+    template = "USER: <image>\n{question} ASSISTANT:"
+    for source in ("last_marker", "generation"):
+        (record,) = run_generation(vlm, queries, template, "ASSISTANT:", 12, 1, "r", log=lambda _: None,
+                                   answer_from=source)  # fmt: skip
+        assert record["output"].endswith(record["generation"]) and record["generation"]
+        after_last_marker = record["output"].split("ASSISTANT:")[-1].strip()
+        assert record["pred"] == (record["generation"].strip() if source == "generation" else after_last_marker)

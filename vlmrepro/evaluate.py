@@ -94,8 +94,11 @@ def run_generation(
     cache_context: dict | None = None,
     block_size: int | None = None,
     loader_workers: int = 0,
+    answer_from: str = "last_marker",
 ) -> list[dict]:
-    """Generate in batches of ``batch_size`` queries, skipping items that cannot be evaluated.
+    """Generate in batches of ``batch_size`` queries, skipping items that cannot be evaluated. Each record keeps
+    the decoded ``output`` (prompt + generation), the ``generation`` alone and the ``pred`` that is scored
+    (:func:`prediction`).
 
     Without ``block_size`` (or with ``block_size == batch_size``) batches are fixed blocks of queries by position,
     as upstream runs them. With a larger ``block_size``, the items of each block are sorted by prompt length and
@@ -152,8 +155,9 @@ def run_generation(
             records[i].update(status="context_overflow", reason=_overflow_reason(n, max_new_tokens, vlm))
         fits = [i for i in batch if i not in overflow]
         if fits:
-            for i, text in zip(fits, vlm.generate(vlm.to_device(inputs), max_new_tokens)):
-                records[i].update(status="ok", output=text, pred=extract_answer(text, answer_marker))
+            for i, (text, new_text) in zip(fits, vlm.generate(vlm.to_device(inputs), max_new_tokens)):
+                pred = prediction(text, new_text, answer_marker, answer_from)
+                records[i].update(status="ok", output=text, generation=new_text, pred=pred)
         if cache is not None:  # written ahead: this batch is never computed again
             cache.put_many({keys[i]: _computed(records[i]) for i in batch})
         done += len(batch)
@@ -161,7 +165,23 @@ def run_generation(
     return records
 
 
-COMPUTED_FIELDS = ("status", "reason", "output", "pred")
+COMPUTED_FIELDS = ("status", "reason", "output", "generation", "pred")
+ANSWER_SOURCES = ("last_marker", "generation")
+
+
+def prediction(text: str, new_text: str, answer_marker: str, answer_from: str) -> str:
+    """The text that is scored, as upstream took it (docs/protocol.md#answer-extraction):
+
+    * ``last_marker``: upstream's zero-shot scripts decode prompt + generation and keep what follows the last
+      answer marker, so a generation that writes the marker again (a second turn) is scored on what follows it;
+    * ``generation``: the LLaVA code base's ``model_vqa`` (the fine-tuned models) returns the generated tokens alone,
+      and they are scored whole, markers, second turns and role tags included.
+    """
+    if answer_from == "last_marker":
+        return extract_answer(text, answer_marker)
+    if answer_from == "generation":
+        return new_text.strip()
+    raise ValueError(f"answer_from must be one of {ANSWER_SOURCES}, got {answer_from!r}")
 
 
 def _computed(record: dict) -> dict:

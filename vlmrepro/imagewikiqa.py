@@ -118,13 +118,10 @@ def parse_choice(response: str, index2ans: dict[str, str], rng: random.Random) -
     return candidates[positions.index(max(positions))], False
 
 
-def score_mcq(rows: list[dict], seed: int = 1234, strip_prefix: str | None = None) -> dict:
-    """Accuracy over the evaluated rows; one Random(seed) per file (deterministic per model;
-    docs/protocol.md#multiple-choice-parser).
-
-    ``strip_prefix`` removes the chain-of-thought assistant prefix from the prediction of models whose upstream
-    response is the generation alone (fine-tuned LLaVA through the LLaVA code base).
-    """
+def score_mcq(rows: list[dict], seed: int = 1234) -> dict:
+    """Accuracy over the evaluated rows' ``pred``; one Random(seed) per file (deterministic per model;
+    docs/protocol.md#multiple-choice-parser). A fine-tuned model's ``pred`` is its generation alone, without the
+    chain-of-thought prefix of its prompt, as model_vqa returned it."""
     rng = random.Random(seed)
     evaluated = [r for r in rows if r.get("status") == "ok"]
     not_evaluated = Counter(r.get("status", "unknown") for r in rows if r.get("status") != "ok")
@@ -134,10 +131,7 @@ def score_mcq(rows: list[dict], seed: int = 1234, strip_prefix: str | None = Non
         return result
     correct = fallbacks = 0
     for row in evaluated:
-        response = row["pred"]
-        if strip_prefix and response.startswith(strip_prefix):
-            response = response[len(strip_prefix) :].strip()
-        letter, fallback = parse_choice(response, answer_texts(row["prompt"]), rng)
+        letter, fallback = parse_choice(row["pred"], answer_texts(row["prompt"]), rng)
         correct += letter == row["label"]
         fallbacks += fallback
     result.update(

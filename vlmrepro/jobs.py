@@ -102,7 +102,7 @@ def score(input, output, params, log) -> None:
     with _logged(log[0]) as out:
         rows = read_jsonl(input[0])
         if params.rule == "mcq":
-            result = score_mcq(rows, seed=params.mcq["seed"], strip_prefix=params.mcq["strip_prefix"])
+            result = score_mcq(rows, seed=params.mcq["seed"])
         else:
             result = score_outputs(rows, resplit_marker=params.resplit, rule=params.rule)
         write_json(output[0], result)

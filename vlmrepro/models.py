@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -65,6 +66,11 @@ def read_revision(model_dir) -> str:
     record = Path(model_dir) / "REVISION"
     return record.read_text().strip() if record.is_file() else "local"
 
+
+
+class Generation(NamedTuple):
+    text: str  # prompt + generation, decoded
+    new_text: str  # the generated tokens alone
 
 class VisionLanguageModel:
     """Greedy batched generation with left padding; the weights load on first use (a job whose every prompt
@@ -133,10 +139,16 @@ class VisionLanguageModel:
         return self.to_device(self.preprocess(images, prompts))
 
     @torch.inference_mode()
-    def generate(self, inputs, max_new_tokens: int) -> list[str]:
-        """Full decoded sequences (prompt + generation, special tokens skipped), as upstream decodes them."""
+    def generate(self, inputs, max_new_tokens: int) -> list[Generation]:
+        """Per item, the full decoded sequence (prompt + generation, special tokens skipped, as upstream's zero-shot
+        scripts decode it) and the generated tokens alone (as the LLaVA code base's ``model_vqa`` returns them)."""
         output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
-        return self.processor.batch_decode(output, skip_special_tokens=True)
+        prompt = inputs["input_ids"]
+        new = output
+        if output.shape[1] >= prompt.shape[1] and torch.equal(output[:, : prompt.shape[1]], prompt.to(output.device)):
+            new = output[:, prompt.shape[1] :]  # decoder-only models return the prompt too
+        texts = self.processor.batch_decode(output, skip_special_tokens=True)
+        return [Generation(*pair) for pair in zip(texts, self.processor.batch_decode(new, skip_special_tokens=True))]
 
     @classmethod
     def for_job(cls, model_dir, run: dict) -> tuple["VisionLanguageModel", str]:

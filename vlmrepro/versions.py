@@ -3,7 +3,7 @@ reruns exactly the results it affects (lm-evaluation-harness style). Kept in thi
 parsing the workflow does not import torch."""
 
 QUERIES = 2  # 2: queries carry the row's split (and ImageNet label_idx) for feature extraction
-GENERATION = 2  # 2: batches are fixed blocks of items by position (shard- and resume-invariant)
+GENERATION = 3  # 3: records keep the generation alone; fine-tuned models are scored on it, as model_vqa returns it
 CLIP = 1
 SCORING = 1
 LOGLIK = 2  # 2: class tokens packed into one pass over the uncopied context cache (equal within float tolerance)

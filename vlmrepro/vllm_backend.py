@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .models import pick_device, read_revision
+from .models import Generation, pick_device, read_revision
 
 FAMILIES = ("llava", "llava_next")
 
@@ -88,12 +88,14 @@ class VllmModel:
         sequences = [prompt + list(gen) for prompt, gen in zip(inputs.prompt_ids, generated)]
         return self.processor.batch_decode(sequences, skip_special_tokens=True)
 
-    def generate(self, inputs: VllmInputs, max_new_tokens: int) -> list[str]:
+    def generate(self, inputs: VllmInputs, max_new_tokens: int) -> list[Generation]:
         from vllm import SamplingParams
 
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
         outputs = self.llm.generate(inputs.requests, params, use_tqdm=False)
-        return self.decode(inputs, [out.outputs[0].token_ids for out in outputs])
+        generated = [list(out.outputs[0].token_ids) for out in outputs]
+        new_texts = self.processor.batch_decode(generated, skip_special_tokens=True)
+        return [Generation(*pair) for pair in zip(self.decode(inputs, generated), new_texts)]
 
     @classmethod
     def for_job(cls, model_dir, run: dict) -> tuple["VllmModel", str]:
