@@ -114,6 +114,9 @@ def test_vllm_backend_assembles_the_transformers_text_from_the_same_tokens(tiny_
     texts = served.decode(requests, generated)
     assert texts == hf_texts
     assert [extract_answer(t, MARKER) for t in texts] == [extract_answer(t, MARKER) for t in hf_texts]
+    # the generation alone (what fine-tuned models are scored on): the same text from both backends' token ids
+    served_new = served.processor.batch_decode(generated, skip_special_tokens=True)
+    assert [g.new_text for g in llava.generate(hf_inputs, 6)] == served_new
 
 
 def test_vllm_backend_errors_name_the_model(tiny_models, monkeypatch):
