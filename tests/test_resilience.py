@@ -79,8 +79,9 @@ TARGET = "results/outputs/tiny-llava/shapes12/open_world.jsonl"
 
 def small_config(tmp_path, shards=1, name="config.yaml"):
     config = yaml.safe_load((REPO / "demo" / "config.yaml").read_text())
-    # 6 classes of the demo world: 48 test images, 6 batches of 8
-    config["datasets"] = {"shapes12": {**config["datasets"]["shapes12"], "shards": shards, "world": {"name": "shapes", "n_classes": 6}}}
+    # 4 classes of the demo world: 32 test images, 4 batches of 8
+    world = {"name": "shapes", "n_classes": 4}
+    config["datasets"] = {"shapes12": {**config["datasets"]["shapes12"], "shards": shards, "world": world}}
     # random weights: these tests are about jobs, not accuracy (the trained demo LLaVA takes minutes to train)
     llava = {k: v for k, v in config["models"]["tiny-llava"].items() if k != "train"}
     config["models"] = {"tiny-llava": {**llava, "tiny": {"seed": 0, "max_context": 256}, "batch_size": 8}}
@@ -113,7 +114,7 @@ def prepared(tmp_path_factory):
 
 def test_gathered_outputs_are_byte_identical_whatever_the_shard_count(prepared, tmp_path):
     root, work, reference = prepared
-    shards = 8  # of 6 batches: two shards have nothing to do
+    shards = 5  # of 4 batches: one shard has nothing to do
     copy_dir = tmp_path / f"shards{shards}"
     shutil.copytree(work, copy_dir)
     config = small_config(tmp_path, shards, f"config{shards}.yaml")
@@ -133,7 +134,7 @@ def test_a_job_killed_at_a_random_point_resumes_to_identical_outputs(prepared, t
     shutil.copytree(work, run_dir)
     config = small_config(tmp_path)
     cache_dir = run_dir / "results/cache/generate/tiny-llava/shapes12/open_world"
-    n_items = 48
+    n_items = 32
     kill_after = random.Random(seed).randint(1, n_items - 9)  # items finished before the kill, at least
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HOME": str(run_dir / ".hf")}
     cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(run_dir), "--force-use-threads", "--configfile", config, "--cores", "1", TARGET]
