@@ -24,9 +24,8 @@ demo: venv
 		--profile profiles/local --cores $(CORES)
 	@echo "Demo report: demo-run/results/report/index.html"
 
-# one pytest worker per core: the demo's tests stay on one worker (they share its run), the others run beside it
 test: venv
-	$(RUN) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -n $(CORES) --dist loadgroup
+	$(RUN) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
 
 paper: venv
 	$(RUN) $(BIN)/snakemake --profile profiles/local

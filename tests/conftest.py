@@ -27,14 +27,6 @@ def snakemake(*args, workdir, check=True, timeout=1200):
     return proc
 
 
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (`make test` runs one worker per core), every test of the demo's run goes to one worker,
-    which runs the demo once; the other workers take the rest of the suite beside it."""
-    for item in items:
-        if "demo_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("demo"))
-
-
 DEMO_FILE = REPO / "demo" / "config.yaml"
 DEMO = yaml.safe_load(DEMO_FILE.read_text())
 
