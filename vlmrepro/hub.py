@@ -3,11 +3,11 @@ directory and copied into every output made with the model."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 from .credentials import read_credential, scrub
+from .io import atomic_dir, atomic_path
 
 # Weights in other formats than these are not needed when safetensors exist; fetching both doubles the download.
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py"]
@@ -18,11 +18,8 @@ def download_snapshot(repo_id: str, revision: str, out_dir, token_env: str = "HF
     """Download ``repo_id`` at ``revision`` into ``out_dir`` (atomically) and return the resolved commit."""
     from huggingface_hub import HfApi, snapshot_download
 
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
     token = read_credential(token_env)
-    try:
+    with atomic_dir(out_dir) as tmp:  # a failed download leaves neither the folder nor its .part
         try:
             info = HfApi().model_info(repo_id, revision=revision, token=token)
             files = [s.rfilename for s in info.siblings or []]
@@ -33,18 +30,12 @@ def download_snapshot(repo_id: str, revision: str, out_dir, token_env: str = "HF
             raise _hub_error(err, repo_id, f"{repo_id}@{revision}", page, token_env, token) from None
         shutil.rmtree(tmp / ".cache", ignore_errors=True)
         (tmp / "REVISION").write_text(info.sha + "\n")
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # what a failed download left; gone already after the rename
     return info.sha
 
 
 def download_dataset_file(repo_id: str, filename: str, revision: str, dest, token_env: str = "HF_TOKEN") -> str:
     """One file of a hub dataset repository at ``revision``, placed atomically at ``dest``; returns the commit."""
     from huggingface_hub import HfApi, hf_hub_download
-
-    from .io import atomic_path
 
     token = read_credential(token_env)
     try:
