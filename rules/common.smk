@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from snakemake.utils import validate
 
 from vlmrepro import findings, jobs, versions
+from vlmrepro.api import missing_key
 from vlmrepro.config import check_config, check_config_size
 
 check_config_size(config)  # before the schema check, which would expand nested YAML aliases
@@ -36,6 +37,9 @@ for _recipe, _ft in FINETUNES.items():
             "answer_marker": _ft["answer_marker"],
             # the LLaVA code base's model_vqa (and LAVIS) return the generation alone, and it is scored whole
             "answer_from": "generation",
+            # model_vqa (LLaVA) ran one item at a time and LAVIS's caption prompt is the same for every item:
+            # nothing was padded, so left padding and sorted batches give upstream's answers
+            "batching": "fast",
             "score_resplit": None,
             "cot_template": _ft["cot_template"],
             "gpus": min(MODELS[_ft["base"]]["gpus"], 1),
@@ -292,14 +296,30 @@ def generation_params(wildcards):
         "backend": m["backend"],
         "attention": m["attention"],
         "dtype": m["dtype"],
+        **generation_batching(m, s, wildcards.dataset),
+        "loader_workers": m["loader_workers"],
+        "max_new_tokens": s["max_new_tokens"],
+        "device": config["device"],
+        "protocol": versions.GENERATION,
+    }
+
+
+def generation_batching(m, s, dataset):
+    """How a generation job pads and forms its batches (docs/protocol.md#precision-batching-and-padding).
+
+    upstream: the checkpoint's own padding side and upstream's batch size, fixed blocks in plan order (with right
+    padding an answer depends on its batch-mates, so only upstream's batches give upstream's answers); fast: left
+    padding, the configured (auto) batch size, batches formed in sorted blocks. A setting may force either mode."""
+    mode = s["batching"] or m["batching"]
+    if mode == "upstream":
+        size = s["upstream_batch_size_by_dataset"].get(dataset, m["upstream_batch_size"])
+        return {"batching": mode, "padding_side": "checkpoint", "batch_size": size, "max_batch_size": size, "block_size": size}
+    return {
+        "batching": mode,
+        "padding_side": "left",
         "batch_size": m["batch_size"],
         "max_batch_size": m["max_batch_size"],
         "block_size": generation_block_size(m),
-        "loader_workers": m["loader_workers"],
-        "max_new_tokens": s["max_new_tokens"],
-        "padding_side": config["padding_side"],
-        "device": config["device"],
-        "protocol": versions.GENERATION,
     }
 
 
@@ -335,7 +355,8 @@ def loglik_params(wildcards):
         "dtype": m["dtype"],
         # packed class scoring needs an attention mask per token: FlashAttention 2 takes none
         "attention": "sdpa",
-        "padding_side": config["padding_side"],
+        # every prompt must end at the last position (scores read there)
+        "padding_side": "left",
         "device": config["device"],
         "protocol": versions.LOGLIK,
     }
@@ -361,7 +382,8 @@ def feature_params(wildcards):
         "dtype": m["dtype"],
         "batch_size": s["batch_size"] or m["batch_size"],
         "shard_size": s["shard_size"],
-        "padding_side": config["padding_side"],
+        # a dataset's prompts are identical, so nothing is padded; left keeps position -1 the last token regardless
+        "padding_side": "left",
         "device": config["device"],
         "protocol": versions.FEATURES,
     }
@@ -471,16 +493,32 @@ def model_gpus(wildcards):
 TABLES = config["tables"]
 
 
-def needs_api(model):
-    """An API model, or a model fine-tuned on captions an API model wrote."""
+def api_model_of(model):
+    """The API model a cell depends on (itself, or the one that wrote a caption fine-tune's captions), or None."""
     if MODELS[model]["family"] == "api":
-        return True
+        return model
     recipe = FINETUNES.get(FINETUNED_MODELS.get(model, {}).get("recipe"), {})
-    return "captions" in recipe and needs_api(recipe["captions"]["model"])
+    return api_model_of(recipe["captions"]["model"]) if "captions" in recipe else None
 
 
-def _excluded(rules, cell):
-    return any(all(cell[k] == v for k, v in rule.items()) for rule in rules)
+def api_not_run(model):
+    """Why a cell that needs an API model is not run, or None when it runs. api.enabled auto runs a provider's
+    cells when its key variable is set, so a run without keys finishes everything else."""
+    api_model = api_model_of(model)
+    if api_model is None or API["enabled"] is True:
+        return None
+    if API["enabled"] is False:
+        return "not run: proprietary API models are switched off for this run (api.enabled: false)"
+    variable = missing_key(MODELS[api_model]["api"]["provider"])
+    return f"not run: {variable} is not set (the key of {MODELS[api_model]['paper_name']})" if variable else None
+
+
+def exclusion_reason(rules, cell):
+    """The reason of the first exclusion rule matching the cell, or None."""
+    for exclusion in rules:
+        if all(cell[k] == v for k, v in exclusion.items() if k != "reason"):
+            return exclusion["reason"]
+    return None
 
 
 def table_cells(table):
@@ -503,10 +541,11 @@ def table_cells(table):
                         "metric": column["metric"],
                         "paper_metric": column["paper_metric"],
                     }
-                    if _excluded(spec["exclude"], cell):
-                        cell["not_run"] = f"not run: excluded in tables.{table}.exclude"
-                    elif not API["enabled"] and needs_api(key):
-                        cell["not_run"] = "not run: API models are switched off (api.enabled: false)"
+                    excluded = exclusion_reason(spec["exclude"], cell)
+                    if excluded:
+                        cell["not_run"] = f"not run: {excluded}"
+                    elif api_not_run(key):
+                        cell["not_run"] = api_not_run(key)
                     cells.append(cell)
     return cells
 

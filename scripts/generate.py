@@ -18,7 +18,10 @@ with job_logging(snakemake):
     part = shard_slice(len(queries), run["block_size"], index, count)
     vlm, revision = load_generator(snakemake.input.model, run)
     batch_size = resolve_batch_size(vlm, run, [render(run["template"], q["question"]) for q in queries[part]])
-    print(f"batch size {batch_size} (configured: {run['batch_size']})")
+    print(f"batch size {batch_size} (configured: {run['batch_size']}), batching {run['batching']}")
+    if run["batching"] == "fast" and getattr(vlm, "checkpoint_padding_side", None) == "right":
+        print(f"warning: {run['model']}'s checkpoint pads on the right, as upstream ran it; with left padding its "
+              "answers may differ from upstream's (batching: upstream reproduces them)")
     cache_file = Path(snakemake.params.cache)
     # entries written under another shard count are reused: keys do not depend on the sharding
     cache = WriteAheadCache(cache_file, also_read=sorted(cache_file.parent.glob("*.jsonl")))

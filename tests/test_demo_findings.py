@@ -29,3 +29,14 @@ def test_demo_shows_the_finding(checked, name):
 def test_summary_page_shows_the_findings(demo_run):
     html = (demo_run / "results/report/summary.html").read_text()
     assert "Findings" in html and "findings hold" in html and "Spearman 0.76" in html
+
+
+def test_each_comparison_of_two_accuracies_carries_its_paired_interval(checked):
+    for finding in checked.values():
+        for check in finding["checks"]:
+            if "spearman_r" in check["check"]:
+                assert check["ci95"] is None  # correlations carry none
+                continue
+            low, high = check["ci95"]
+            assert low <= check["measured"] <= high, check["check"]
+            assert check["holds_across_ci"] == (low >= check["required"])

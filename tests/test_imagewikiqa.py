@@ -172,5 +172,5 @@ def test_table_cell_shows_the_random_fallbacks_beside_the_accuracy():
     frame = build_table([cell], load_paper_results(), "Table 5", not_reproduced)
     row = frame.iloc[0]
     assert (row.ours, row.paper, row.delta) == (40.0, 38.0, 2.0)
-    assert row.note == "1 image(s) skipped; 12 random fallback(s)"
+    assert row.note == "computed on 1,999 of 2,000 items (1 skipped image); 12 random fallback(s)"
     assert frame.iloc[1].paper == 96.5 and frame.iloc[1].note == "not reproduced: humans"

@@ -112,3 +112,70 @@ def test_hub_download_failure_names_the_model(tmp_path):
     with pytest.raises(RuntimeError, match="llava-hf/llava-1.5-7b-hf@main"):
         download_snapshot("llava-hf/llava-1.5-7b-hf", "main", tmp_path / "model")
     assert not (tmp_path / "model").exists()
+
+
+def _upstream_loop(model_dir, queries, template, marker, batch_size, max_new_tokens):
+    """main_results/main.py's loop, written plainly: the checkpoint's processor as saved (its padding side), batches
+    of ``batch_size`` in plan order, prompt + generation decoded, the text after the last marker."""
+    import torch
+    import transformers
+
+    processor = transformers.Blip2Processor.from_pretrained(model_dir)
+    model = transformers.Blip2ForConditionalGeneration.from_pretrained(model_dir).eval()
+    preds = []
+    for start in range(0, len(queries), batch_size):
+        batch = queries[start : start + batch_size]
+        prompts = [template.replace("{question}", q["question"]) for q in batch]
+        images = [Image.open(q["path"]).convert("RGB") for q in batch]
+        inputs = processor(text=prompts, images=images, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens)
+        preds += [text.split(marker)[-1].strip() for text in processor.batch_decode(output, skip_special_tokens=True)]
+    return preds
+
+
+@pytest.fixture(scope="module")
+def right_padded(tmp_path_factory):
+    """A tiny BLIP-2 whose saved tokenizer pads on the right, as Salesforce/blip2-opt-2.7b's does, and 16 closed-world
+    queries whose prompts differ in length (3 candidates of different names)."""
+    from vlmrepro.tiny import build_tiny
+
+    model_dir = tmp_path_factory.mktemp("right-padded") / "blip2"
+    build_tiny("blip2", model_dir, {"padding_side": "right"})
+    folder = tmp_path_factory.mktemp("images16")
+    rows = []
+    for i in range(16):
+        path = folder / f"{i}.png"
+        Image.fromarray(np.random.default_rng(100 + i).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
+        rows.append({"row": i, "image": f"./t/{i}.png", "path": str(path), "label": CLASSES[i % 5], "split": "test"})
+    return model_dir, plan_queries(rows, CLASSES, "What type of object is in this photo?", 1234, candidates=3)
+
+
+def test_upstream_batching_gives_the_upstream_loops_answers_on_a_right_padded_checkpoint(right_padded):
+    model_dir, queries = right_padded
+    template, marker = TEMPLATES["blip2"]
+    alone, in_eights = (_upstream_loop(model_dir, queries, template, marker, size, 6) for size in (1, 8))
+    assert alone != in_eights  # right padding: an answer depends on its batch-mates
+    vlm = VisionLanguageModel(model_dir, "blip2", device="cpu", padding_side="checkpoint")
+    assert vlm.padding_side == "right" and vlm.generation_settings()["padding_side"] == "right"
+    for size, expected in ((1, alone), (8, in_eights)):
+        records = run_generation(vlm, queries, template, marker, 6, batch_size=size, revision="r", log=lambda _: None)
+        assert [r["pred"] for r in records] == expected
+        assert {r["padding_side"] for r in records} == {"right"}  # recorded in every row
+
+
+def test_fast_batching_answers_do_not_depend_on_batch_mates(right_padded):
+    model_dir, queries = right_padded
+    template, marker = TEMPLATES["blip2"]
+    vlm = VisionLanguageModel(model_dir, "blip2", device="cpu", padding_side="left")
+    one = run_generation(vlm, queries, template, marker, 6, batch_size=1, revision="r", log=lambda _: None)
+    sorted_eights = run_generation(vlm, queries, template, marker, 6, batch_size=8, revision="r", log=lambda _: None,
+                                   block_size=16)  # fmt: skip
+    assert [r["pred"] for r in one] == [r["pred"] for r in sorted_eights]
+    assert {r["padding_side"] for r in sorted_eights} == {"left"}
+    assert [r["pred"] for r in one] == _upstream_loop(model_dir, queries, template, marker, 1, 6)  # nothing padded
+
+
+def test_unknown_padding_side_is_a_clear_error(tiny_models):
+    with pytest.raises(ValueError, match="padding_side must be one of"):
+        VisionLanguageModel(tiny_models / "blip2", "blip2", device="cpu", padding_side="middle")

@@ -24,14 +24,20 @@ def planned_wildcards(output: str, rule: str) -> list[str]:
 
 
 def test_paper_config_plans_every_job_without_data(tmp_path):
-    proc = snakemake("-n", workdir=tmp_path)
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["api"]["enabled"] = True  # plan the API cells whether or not this machine holds keys
+    proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=tmp_path)
     jobs = planned_jobs(proc.stdout)
     # Table 1: 7 VLMs x (4 open-world + 3 closed-world; ImageNet closed-world is N/A in the paper) = 49
     # Table 2: 2 VLMs x (3 more wordings x 4 datasets + fixed order and CoT x 3 datasets) = 36
     # Table 9: 2 VLMs x 4 K x 4 datasets = 32
     # Table 5: 7 VLMs + LLaVA w/ GT class + 2 fine-tuned; Table 4: 3 caption-tuned models
-    assert jobs["gather_outputs"] == 49 + 36 + 32 + 11 + 10 + 3 + 1  # + fine-tuned models' evaluations (+ paper §4.3)
-    assert jobs["generate"] == 1000  # each output generated in shards (datasets.<name>.shards)
+    # padding table (3 datasets): BLIP-2's 4 fast-batching cells; InstructBLIP-7B/13B's fixed order, K=2, K=100
+    # and the 4 fast-batching cells (random order is Table 1's)
+    padding = 3 * 4 + 2 * 3 * 7
+    assert jobs["gather_outputs"] == 49 + 36 + 32 + 11 + 10 + 3 + 1 + padding  # + fine-tuned evaluations (+ §4.3)
+    # each output generated in shards (datasets.<name>.shards: Flowers and Cars 4, Caltech 2)
+    assert jobs["generate"] == 1000 + (4 + 2 * 7) * (4 + 4 + 2)
     # Table 1: 2 CLIPs x 4 datasets; Table 9: CLIP-L x 4 K x 4 datasets
     assert jobs["clip_zero_shot"] == 8 + 16
     assert jobs["download_model"] == 9
@@ -40,8 +46,8 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     assert jobs["loglik"] == 8 and jobs["gather_features"] == 16 + 1 and jobs["extract_features"] == 13 + 4 * 9
     assert jobs["probe"] == 34
     assert jobs["download_corpus"] == 2 and jobs["correlate_frequency"] == 8 + 4 + 4
-    # Tables 1, 2, 3, 9, 10, 11 and 12, 7, 4, 5, 8, 13, the paper §4.3 text numbers, robustness; then the summary page
-    assert jobs["build_table"] == 14 and jobs["render_notebook"] == 14 and jobs["render_summary"] == 1
+    # Tables 1, 2, 3, 9, 10, 11 and 12, 7, 4, 5, 8, 13, the text's numbers, robustness, padding; then the summary
+    assert jobs["build_table"] == 15 and jobs["render_notebook"] == 15 and jobs["render_summary"] == 1
     assert jobs["check_invariance"] == 2
     # Table 3 right: projector (4 datasets), LoRA (3; ImageNet diverged in the paper), Q-Former (4);
     # paper §4.3 ImageNet + LLaVA mix (1); Table 4 captions (3)
@@ -55,13 +61,16 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     assert jobs["download_upstream_file"] == 3 * 2 + 1 + 2  # manifests + class lists, ImageWikiQA, synonyms
 
 
-def test_paper_without_api_models_plans_no_api_job(tmp_path):
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["api"]["enabled"] = False
-    proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=tmp_path)
+def test_paper_without_api_keys_plans_no_api_job_and_with_one_only_its_providers(tmp_path, monkeypatch):
+    for variable in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    proc = snakemake("-n", workdir=tmp_path)  # config.yaml: api.enabled auto
     jobs = planned_jobs(proc.stdout)
     assert "api_generate" not in jobs
     assert jobs["finetune"] == 4 + 3 + 4 + 1  # the caption recipe needs GPT-4 captions: not run either
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-not-used")
+    jobs = planned_jobs(snakemake("-n", workdir=tmp_path).stdout)
+    assert jobs["api_generate"] == 4 * 2 + 1  # Claude 3 only: Table 1 (4 datasets x 2) and Table 5
 
 
 def test_gpu_hour_estimate_prices_the_paper_before_anything_runs(tmp_path):
@@ -75,7 +84,7 @@ def test_gpu_hour_estimate_prices_the_paper_before_anything_runs(tmp_path):
     assert lines[-1].startswith("GPU hours on one NVIDIA H200")
     rows = {line.split()[0]: line.split()[1:] for line in lines[2:-1] if line and line[0].isalpha()}
     # ImageNet generation is 25 shards per (model, setting); every row of a GPU rule has jobs, items and hours
-    assert int(rows["generate"][0]) > 142 * 5 and float(rows["generate"][2]) > 100
+    assert int(rows["generate"][0]) > 142 * 5 and float(rows["generate"][2]) > 40  # ~60 at typical answer lengths
     assert float(rows["finetune"][2]) > float(rows["clip_zero_shot"][2]) > 0
     assert rows["score"][1:] == ["-", "-"]  # CPU bookkeeping costs no GPU time
     assert float(rows["total"][1]) == pytest.approx(sum(float(v[2]) for v in rows.values() if v[2:] and v[2] != "-"), abs=0.5)
@@ -83,7 +92,7 @@ def test_gpu_hour_estimate_prices_the_paper_before_anything_runs(tmp_path):
 
 def test_slurm_profile_plans_gpu_jobs(tmp_path):
     proc = snakemake("--profile", str(REPO / "profiles" / "slurm"), "-n", workdir=tmp_path)
-    assert planned_jobs(proc.stdout)["generate"] == 1000  # 142 outputs, ImageNet's in 25 shards and others in 2-4
+    assert planned_jobs(proc.stdout)["generate"] == 1180  # 196 outputs, ImageNet's in 25 shards and others in 2-4
     finetune_block = re.search(r"rule finetune:\n(.*?)\n\n", proc.stdout, re.S)[1]
     assert "gpu=4" in finetune_block
     generate_block = re.search(r"rule generate:\n(.*?)\n\n", proc.stdout, re.S)[1]
@@ -246,7 +255,8 @@ def test_demo_report_holds_table1(demo_run):
         ("table8", ["with synonyms", "without synonyms"]),
         ("table4", ["Fine-tuned: Captioning Data", "Zero-shot (no fine-tuning)"]),
         ("table7", ["n_validation_images", "n_classes"]),
-        ("section4", ["projector fine-tuned on ImageNet 1.28M + LLaVA 665K"]),
+        ("section4", ["projector fine-tuned on ImageNet 1.28M + LLaVA 665K", "frequency from pre-training data only"]),
+        ("padding", ["ours_fast", "comes from padding"]),
     ],
 )
 def test_demo_renders_every_table_page(demo_run, table, expected):
@@ -305,7 +315,11 @@ def test_demo_summary_lists_every_paper_table_and_what_is_missing(demo_run):
     html = (demo_run / "results/report/summary.html").read_text()
     for table in ("Table 1", "Table 5", "Table 7", "Table 8", "Table 13"):
         assert table in html
-    assert "no cell of ours is configured for it" in html and "by construction" in html
+    assert "not in this run&#x27;s configuration" in html or "not in this run's configuration" in html
+    assert "by construction" in html and "configured for it" not in html
+    # the text's numbers: restated cells, arithmetic on cells (the formula shown) and the reasons of the rest
+    assert "The paper&#x27;s text" in html or "The paper's text" in html
+    assert "restates Table 1" in html and "(100 - vlm) / (100 - clip)" in html and "compute budget" in html
     assert "summary.html" in (demo_run / "results/report/index.html").read_text()
 
 
@@ -394,3 +408,28 @@ def test_snakefiles_are_snakefmt_formatted():
     snakefmt = Path(sys.executable).parent / "snakefmt"
     proc = subprocess.run([str(snakefmt), "--check", "Snakefile", "rules/"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_generation_is_priced_by_typical_answer_length_not_the_cap():
+    from snakemake.utils import validate
+
+    from vlmrepro.estimate import job_cost
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    validate(config, str(REPO / "schemas" / "config.schema.yaml"))
+    wc = {"model": "llava-proj-flowers102", "dataset": "flowers102"}
+    finetuned_items, finetuned = job_cost(config, "generate", {**wc, "setting": "finetuned_eval"})  # 1,024-token cap
+    base_items, base = job_cost(config, "generate", {**wc, "model": "llava-1.5-7b", "setting": "open_world"})
+    assert finetuned_items == base_items and finetuned == pytest.approx(base)  # class names: a few tokens
+    _, cot = job_cost(config, "generate", {**wc, "model": "llava-1.5-7b", "setting": "closed_world_cot"})
+    assert cot == pytest.approx(base * 200 / 20)
+
+
+def test_demo_generates_the_right_padded_model_under_both_batching_modes(demo_run):
+    outputs = demo_run / "results/outputs/tiny-blip2/shapes12"
+    upstream = json.loads((outputs / "closed_world.meta.json").read_text())
+    fast = json.loads((outputs / "closed_world_fast.meta.json").read_text())
+    assert (upstream["batching"], upstream["padding_side"], upstream["batch_sizes_used"]) == ("upstream", "right", [32])
+    assert (fast["batching"], fast["padding_side"], fast["checkpoint_padding_side"]) == ("fast", "left", "right")
+    rows = [json.loads(line) for line in (outputs / "closed_world.jsonl").read_text().splitlines()]
+    assert {r["padding_side"] for r in rows} == {"right"}  # recorded in every row

@@ -29,6 +29,16 @@ from .credentials import read_credential, scrub
 
 PROVIDERS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
 GEMINI_FALLBACK_ENV = "GOOGLE_API_KEY"
+
+
+def missing_key(provider: str) -> str | None:
+    """The variable to set when ``provider``'s key is not in the environment, else None (``api.enabled: auto``
+    plans a provider's cells only when this is None)."""
+    if read_credential(PROVIDERS[provider]):
+        return None
+    if provider == "gemini" and read_credential(GEMINI_FALLBACK_ENV):
+        return None
+    return PROVIDERS[provider] + (f" (or {GEMINI_FALLBACK_ENV})" if provider == "gemini" else "")
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 ANTHROPIC_MAX_TOKENS = 1024  # upstream value; the Messages API requires one
 RETRY_STATUS = frozenset({408, 409, 429})  # plus every 5xx; other 4xx (400/401/403/404...) would fail again

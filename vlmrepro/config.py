@@ -118,6 +118,8 @@ def check_config(config: dict) -> None:
                 errors.append(f"{where}.template must contain {{question}}")
             if not model.get("answer_marker"):
                 errors.append(f"{where}.answer_marker is required for family {model['family']}")
+            if model.get("batching") == "upstream" and model.get("backend") == "vllm":
+                errors.append(f"{where}: batching upstream (padded HF batches) needs backend transformers")
     for key, corpus in config.get("corpora", {}).items():
         if len({"hub", "synthetic", "world"} & corpus.keys()) != 1:
             errors.append(f"corpora.{key} needs exactly one of hub, synthetic or world")

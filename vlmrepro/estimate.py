@@ -4,7 +4,9 @@
 planned job (rule and wildcards) and prices it with the item counts of the config (``datasets.<name>.sizes``) and
 the per-model throughput table (``estimate.throughput``: items per second on the reference GPU). Generation time
 grows with the generated length: the table's ``generate`` rate is for ``reference_new_tokens`` tokens and is scaled
-by ``max_new_tokens`` above that (an upper bound: most answers stop early).
+by a setting's typical answer length above that (``estimate.answer_tokens``, at most its ``max_new_tokens``): greedy
+answers stop at the end-of-sequence token, far below the cap (a fine-tuned model's class name is a few tokens of a
+1,024-token cap).
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ def _split_size(config: dict, dataset: str, split: str) -> int:
     return sizes[split]
 
 
+def answer_tokens(config: dict, name: str, setting: dict) -> int:
+    """Tokens a setting's answers typically take, capped by its ``max_new_tokens``."""
+    typical = config["estimate"]["answer_tokens"]
+    return min(typical.get(name, typical["default"]), setting.get("max_new_tokens", 64))
+
+
 def job_cost(config: dict, rule: str, wc: dict[str, str]) -> tuple[int, float]:
     """(items, GPU seconds) of one job."""
     table = config["estimate"]["throughput"]
@@ -86,8 +94,7 @@ def job_cost(config: dict, rule: str, wc: dict[str, str]) -> tuple[int, float]:
         items = items * (index + 1) // count - items * index // count
     seconds = items / rate
     if rule == "generate":
-        reference = config["estimate"]["reference_new_tokens"]
-        seconds *= max(1.0, setting.get("max_new_tokens", 64) / reference)
+        seconds *= max(1.0, answer_tokens(config, wc.get("setting", ""), setting) / config["estimate"]["reference_new_tokens"])
     if rule == "loglik":  # rate is in images per second for ImageNet's 1000 classes; cost grows with the classes
         seconds *= config["estimate"]["classes"].get(dataset, 1000) / 1000
     return items, seconds

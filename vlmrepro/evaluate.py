@@ -113,7 +113,8 @@ def run_generation(
         return []
     block_size = block_size or batch_size
     prompts = [render(template, q["question"]) for q in queries]
-    records = [{**base_record(q, revision), "prompt": p} for q, p in zip(queries, prompts)]
+    # the side actually padded, per row: with right padding an answer depends on its batch-mates
+    records = [{**base_record(q, revision), "prompt": p, "padding_side": vlm.padding_side} for q, p in zip(queries, prompts)]
     keys = [
         cache_key(cache_context, q["item"], q["row"], q["image"], q.get("sha256"), p) for q, p in zip(queries, prompts)
     ]

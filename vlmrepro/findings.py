@@ -8,7 +8,7 @@ default) and is read from ``results/scores/<model>/<dataset>/<setting>.json``.
 
 from __future__ import annotations
 
-from .io import read_json
+from .intervals import difference_interval, per_item, share_interval
 
 
 def score_path(ref: dict) -> str:
@@ -41,37 +41,78 @@ def _name(ref) -> str:
     return f"{ref['model']} {ref['setting']} {ref.get('metric', 'accuracy')}"
 
 
+def _outcomes(ref, scores: dict):
+    """{row: 0/1} of a score reference's metric, or None (a number, or a metric without per-item outcomes)."""
+    if not isinstance(ref, dict):
+        return None
+    return per_item(scores[score_path(ref)], ref.get("metric", "accuracy"))
+
+
+def _interval(check: dict, scores: dict) -> dict:
+    """95 % bootstrap interval of the measured quantity (docs/protocol.md#confidence-intervals): paired over the
+    items both scores evaluated; a score against a number shifts that score's own interval; none for correlations
+    and absolute values."""
+    if "gap_closed" in check:
+        outcomes = [_outcomes(check["gap_closed"][k], scores) for k in ("start", "end", "value")]
+        return share_interval(*outcomes) if None not in outcomes else {"ci95": None}
+    if check.get("abs"):
+        return {"ci95": None}
+    left, right = _outcomes(check["left"], scores), _outcomes(check["right"], scores)
+    if left is not None and right is not None:
+        result = difference_interval(left, right)
+        if check["op"] == "<" and result["ci95"]:
+            result["ci95"] = [-result["ci95"][1], -result["ci95"][0]]
+        return result
+    scored, number, sign = (check["left"], check["right"], 1) if left is not None else (check["right"], check["left"], -1)
+    ci = scores[score_path(scored)].get(f"{scored.get('metric', 'accuracy')}_ci95") if isinstance(scored, dict) else None
+    if not ci or isinstance(number, dict):
+        return {"ci95": None}
+    low, high = ci[0] - float(number), ci[1] - float(number)  # left - number
+    if (sign > 0) != (check["op"] == ">"):
+        low, high = -high, -low
+    return {"ci95": [low, high]}
+
+
 def evaluate_check(check: dict, scores: dict) -> dict:
     """The check in words, our numbers, whether it holds, ``measured`` against ``required`` (the quantity the check
-    compares, a difference of scores or the share of a gap, and the least it may be) and the ``scores`` it read."""
+    compares, a difference of scores or the share of a gap, and the least it may be), the quantity's 95 %
+    ``ci95``, whether the whole interval clears the requirement (``holds_across_ci``) and the ``scores`` read."""
     read = {_name(ref): _value(ref, scores) for ref in check_refs(check)}
+    interval = _interval(check, scores)
     if "gap_closed" in check:
         gap = check["gap_closed"]
         start, end, value = (_value(gap[k], scores) for k in ("start", "end", "value"))
         share = (value - start) / (end - start) if end != start else float("nan")
-        return {
+        result = {
             "check": f"{_name(gap['value'])} closes >= {check['at_least']:.0%} of the gap from "
                      f"{_name(gap['start'])} to {_name(gap['end'])}",  # fmt: skip
             "ours": f"{value:.1f} closes {share:.0%} of {start:.1f} -> {end:.1f}",
             "holds": share >= check["at_least"],
             "measured": share,
             "required": check["at_least"],
-            "scores": read,
         }
-    left, right = _value(check["left"], scores), _value(check["right"], scores)
-    if check.get("abs"):
-        left = abs(left)
-    margin = check.get("margin", 0)
-    difference = left - right if check["op"] == ">" else right - left
-    shown = f"|{_name(check['left'])}|" if check.get("abs") else _name(check["left"])
-    return {
-        "check": f"{shown} {check['op']} {_name(check['right'])} by >= {margin:g}",
-        "ours": f"{left:.2f} vs {right:.2f}",
-        "holds": difference >= margin,
-        "measured": difference,
-        "required": margin,
-        "scores": read,
-    }
+    else:
+        left, right = _value(check["left"], scores), _value(check["right"], scores)
+        if check.get("abs"):
+            left = abs(left)
+        margin = check.get("margin", 0)
+        difference = left - right if check["op"] == ">" else right - left
+        shown = f"|{_name(check['left'])}|" if check.get("abs") else _name(check["left"])
+        result = {
+            "check": f"{shown} {check['op']} {_name(check['right'])} by >= {margin:g}",
+            "ours": f"{left:.2f} vs {right:.2f}",
+            "holds": difference >= margin,
+            "measured": difference,
+            "required": margin,
+        }
+    ci = interval["ci95"]
+    result.update(
+        ci95=ci,
+        paired_items=interval.get("paired_items"),
+        holds_across_ci=None if ci is None else bool(ci[0] >= result["required"]),
+        scores=read,
+    )
+    return result
 
 
 def evaluate_findings(findings: list[dict], scores: dict) -> list[dict]:

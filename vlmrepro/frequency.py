@@ -143,7 +143,9 @@ def correlate(frequency: dict[str, int], accuracy: dict[str, float]) -> dict:
     bins = []
     for lo, hi in zip(BIN_EDGES[:-1], BIN_EDGES[1:]):
         inside = [y for x, y in zip(xs, ys) if lo <= x < hi]
-        bins.append({"lo": lo, "hi": hi, "n": len(inside), "accuracy": 100 * sum(inside) / (len(inside) + 1e-3)})
+        # upstream's +1e-3 gives an empty bin 0 %; it has no accuracy at all
+        bin_accuracy = 100 * sum(inside) / (len(inside) + 1e-3) if inside else None
+        bins.append({"lo": lo, "hi": hi, "n": len(inside), "accuracy": bin_accuracy})
     result["bins"] = bins
     result["pairs"] = [{"label": label, "frequency": x, "accuracy": y} for label, x, y in zip(accuracy, xs, ys)]
     return result

@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from .datasets import ManifestError, checked_rows
+from .intervals import attach, row_ids
 
 LETTERS = ["A", "B", "C", "D"]
 FIELDS = ("image", "text", "label", "classname")
@@ -129,17 +130,17 @@ def score_mcq(rows: list[dict], seed: int = 1234) -> dict:
     if not evaluated:
         result.update(accuracy=None, na_reason=f"N/A: no item evaluated ({dict(not_evaluated)})")
         return result
-    correct = fallbacks = 0
+    correct, fallbacks = [], 0
     for row in evaluated:
         letter, fallback = parse_choice(row["pred"], answer_texts(row["prompt"]), rng)
-        correct += letter == row["label"]
+        correct.append(letter == row["label"])
         fallbacks += fallback
     result.update(
-        accuracy=100 * correct / len(evaluated),
+        accuracy=100 * sum(correct) / len(evaluated),
         n_random_fallback=fallbacks,
         random_fallback_rate=100 * fallbacks / len(evaluated),
     )
-    return result
+    return attach(result, row_ids(evaluated), {"accuracy": correct})
 
 
 def baselines(rows: list[dict]) -> dict[str, dict]:

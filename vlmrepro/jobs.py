@@ -162,7 +162,7 @@ def correlate_frequency(input, output, params, log) -> None:
             accuracy = per_class_accuracy(read_jsonl(input.outputs), cut_at_hyphen=params.cut_at_hyphen)
         result = correlate(combine(counts["pretrain"], counts["instruct"]), accuracy)
         result["per_stage"] = {
-            corpus: {k: v for k, v in correlate(counts[corpus], accuracy).items() if k.endswith("_r")}
+            corpus: {k: v for k, v in correlate(counts[corpus], accuracy).items() if k.endswith("_r") or k == "na_reason"}
             for corpus in ("pretrain", "instruct")
         }
         result["n_items"] = result["n_evaluated"] = len(accuracy)

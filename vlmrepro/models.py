@@ -72,9 +72,16 @@ class Generation(NamedTuple):
     text: str  # prompt + generation, decoded
     new_text: str  # the generated tokens alone
 
+PADDING_SIDES = ("left", "right", "checkpoint")
+
+
 class VisionLanguageModel:
-    """Greedy batched generation with left padding; the weights load on first use (a job whose every prompt
-    overflows the context never loads them)."""
+    """Greedy batched generation; the weights load on first use (a job whose every prompt overflows the context
+    never loads them).
+
+    ``padding_side``: ``left`` (the only correct side for batched decoder-only generation) or ``checkpoint``, the
+    side the checkpoint's own tokenizer config sets, as upstream ran it (docs/protocol.md#precision-batching-and-padding).
+    """
 
     def __init__(
         self,
@@ -94,7 +101,11 @@ class VisionLanguageModel:
         self.attention = pick_attention(attention, self.device)
         self.processor = AutoProcessor.from_pretrained(self.model_dir)
         self.tokenizer = self.processor.tokenizer
-        self.tokenizer.padding_side = padding_side
+        if padding_side not in PADDING_SIDES:
+            raise ValueError(f"{model_dir}: padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
+        self.checkpoint_padding_side = self.tokenizer.padding_side
+        if padding_side != "checkpoint":
+            self.tokenizer.padding_side = padding_side
         config = AutoConfig.from_pretrained(self.model_dir)
         self.max_context = int(config.text_config.max_position_embeddings)
         self._model = None
@@ -116,6 +127,10 @@ class VisionLanguageModel:
     @property
     def loaded(self) -> bool:
         return self._model is not None
+
+    @property
+    def padding_side(self) -> str:
+        return self.tokenizer.padding_side
 
     def preprocess(self, images, prompts: list[str]):
         """Processor outputs on the CPU (pinned when the model is on a GPU, for an asynchronous copy)."""
@@ -165,7 +180,8 @@ class VisionLanguageModel:
 
     def generation_settings(self) -> dict:
         return {
-            "padding_side": self.tokenizer.padding_side,
+            "padding_side": self.padding_side,
+            "checkpoint_padding_side": self.checkpoint_padding_side,
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": self.device,
             "attention": self.attention,

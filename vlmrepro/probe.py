@@ -13,6 +13,8 @@ import random
 import numpy as np
 import torch
 
+from .intervals import attach
+
 
 def _train(
     train_x,
@@ -110,6 +112,8 @@ def run_probe(
         # per-item (target, prediction) at the best epoch: per-class accuracies for Figure 7 / Table 11
         "predictions": [[int(t), int(p)] for t, p in zip(eval_y, predictions)],
     }
+    rows = data["row"][evaluate] if "row" in data else np.flatnonzero(evaluate)
+    attach(result, rows, {"accuracy": [int(t) == int(p) for t, p in zip(eval_y, predictions)]})
     n_heldout = int(round(heldout_fraction * len(train_x)))
     if n_heldout > 0:
         fit = slice(0, len(train_x) - n_heldout)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from .intervals import attach, row_ids
+
 
 def substring_correct(label: str, pred: str) -> bool:
     return label.lower() in pred.lower()
@@ -63,9 +65,10 @@ def score_outputs(rows: list[dict], resplit_marker: str | None = None, rule: str
         )
         return result
     preds = [(r["label"], upstream_pred(r["pred"], resplit_marker)) for r in evaluated]
-    result["accuracy"] = 100 * sum(RULES[rule](l, p) for l, p in preds) / (n + 1e-9)
+    correct = [RULES[rule](l, p) for l, p in preds]
+    result["accuracy"] = 100 * sum(correct) / (n + 1e-9)
     result["accuracy_word_boundary"] = 100 * sum(word_boundary_correct(l, p) for l, p in preds) / (n + 1e-9)
-    return result
+    return attach(result, row_ids(evaluated), {"accuracy": correct})
 
 
 # --- synonyms (docs/protocol.md#synonym-rule, Table 8) -------------------------------------------------------------
@@ -92,17 +95,19 @@ def score_synonyms(rows: list[dict], class_index: list[int], classes: list[str],
     result = {"n_items": len(rows), "n_evaluated": len(evaluated)}
     if not evaluated:
         return {**result, "accuracy": None, "na_reason": "N/A: no item evaluated"}
-    correct = 0
+    correct = []
     for row, k in evaluated:
         if k not in synonyms:
             raise ValueError(f"class index {k} ({classes[k]!r}) has no entry in the synonyms file")
         names = synonyms[k] + ([classes[k]] if include_class_name else [])
         pred = upstream_pred(row["pred"], resplit_marker)
-        correct += any(substring_correct(name, pred) for name in names)
-    result["accuracy"] = 100 * correct / (len(evaluated) + 1e-9)
-    result["accuracy_without_synonyms"] = score_outputs(rows, resplit_marker)["accuracy"]
+        correct.append(any(substring_correct(name, pred) for name in names))
+    without = score_outputs(rows, resplit_marker)
+    result["accuracy"] = 100 * sum(correct) / (len(evaluated) + 1e-9)
+    result["accuracy_without_synonyms"] = without["accuracy"]
     result["improvement_delta"] = result["accuracy"] - result["accuracy_without_synonyms"]
-    return result
+    per_item = {"accuracy": correct, "accuracy_without_synonyms": without["per_item"]["accuracy"]}
+    return attach(result, row_ids([r for r, _ in evaluated]), per_item)
 
 
 # --- probabilistic inference (docs/protocol.md#probabilistic-inference-scores) -----------------------------------
@@ -124,6 +129,10 @@ def _top_k(scores, k: int = 5):
 def _accuracies(scores, labels) -> tuple[float, float]:
     top = _top_k(scores)
     return 100 * float((top[:, 0] == labels).mean()), 100 * float((top == labels[:, None]).any(axis=1).mean())
+
+
+def _top1_correct(scores, labels):
+    return _top_k(scores, 1)[:, 0] == labels
 
 
 def score_loglik(records: list[dict], arrays: dict, alphas=range(9), text_prior_alphas=None) -> dict:
@@ -149,6 +158,12 @@ def score_loglik(records: list[dict], arrays: dict, alphas=range(9), text_prior_
     grid = {str(a): _accuracies(a * sums + (1 - a) * prior_sums, labels)[0] for a in alphas}
     best = max(grid, key=lambda a: grid[a])  # first best α on ties
     result.update(accuracy_cfg=grid[best], cfg_best_alpha=float(best), cfg_grid=grid)
+    correct = {
+        "accuracy_sum": _top1_correct(sums, labels),
+        "accuracy_avg": _top1_correct(sums / lengths, labels),
+        # at the α chosen on these images: the interval leaves out the choice's own optimism
+        "accuracy_cfg": _top1_correct(float(best) * sums + (1 - float(best)) * prior_sums, labels),
+    }
     if "prior" in arrays and text_prior_alphas is not None:
         prior_avg = _class_sums(arrays["prior"][None].astype(np.float64), offsets) / lengths
         paper_grid = {
@@ -158,4 +173,6 @@ def score_loglik(records: list[dict], arrays: dict, alphas=range(9), text_prior_
         result.update(
             accuracy_cfg_text_prior=paper_grid[best], cfg_text_prior_best=float(best), cfg_text_prior_grid=paper_grid
         )
-    return result
+        t = float(best)
+        correct["accuracy_cfg_text_prior"] = _top1_correct(t * sums / lengths + (1 - t) * prior_avg, labels)
+    return attach(result, [row for row, keep in zip(row_ids(records), ok) if keep], correct)

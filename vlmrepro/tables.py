@@ -18,8 +18,11 @@ COLUMNS = [
     "paper_metric",
     "ours",
     "ours_strict",
+    "ci95_low",
+    "ci95_high",
     "paper",
     "delta",
+    "paper_in_ci",
     "n_evaluated",
     "n_items",
     "note",
@@ -32,6 +35,40 @@ def _round(value, metric="accuracy"):
     if value is None:
         return None
     return round(value, 2) if metric.endswith("_r") else round(value, 1)
+
+
+def metric_value(score: dict, metric: str):
+    """A score's metric; a dotted path reads nested fields and list positions ("per_stage.pretrain.spearman_r",
+    "bins.12.accuracy": Figure 3's bin of classes seen 10,000 to 100,000 times)."""
+    value = score
+    for part in metric.split("."):
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        elif isinstance(value, dict):
+            value = value.get(part)
+        else:
+            return None
+    return value
+
+
+def missing_note(score: dict, metric: str) -> str:
+    """Why a score has no value for ``metric``: the N/A reason of the score or of the nested field's container."""
+    parent = metric_value(score, metric.rsplit(".", 1)[0]) if "." in metric else None
+    reason = (parent.get("na_reason") if isinstance(parent, dict) else None) or score.get("na_reason")
+    if reason:
+        return reason
+    if isinstance(parent, dict) and parent.get("n") == 0:
+        return "N/A: no class falls in this frequency bin"
+    return f"N/A: the score has no {metric}" if score else ""
+
+
+def partial_note(score: dict) -> str:
+    """'computed on 4,321 of 4,331 items (10 skipped image)' for a cell some of whose items were not evaluated."""
+    missing = {status: n for status, n in (score.get("not_evaluated") or {}).items() if n}
+    if not missing:
+        return ""
+    parts = ", ".join(f"{n:,} {status.replace('_', ' ')}" for status, n in sorted(missing.items()))
+    return f"computed on {score['n_evaluated']:,} of {score['n_items']:,} items ({parts})"
 
 
 def build_table(
@@ -52,11 +89,9 @@ def build_table(
             cell["paper_setting"],
             cell.get("paper_metric", "accuracy"),
         )
-        ours = _round(score.get(metric), metric)
-        note = cell.get("not_run") or score.get("na_reason") or ""
-        skipped = score.get("not_evaluated", {}).get("skipped_image")
-        if ours is not None and skipped:
-            note = f"{skipped} image(s) skipped"
+        ours = _round(metric_value(score, metric), metric)
+        ci = score.get(f"{metric}_ci95") if ours is not None else None
+        note = cell.get("not_run") or (partial_note(score) if ours is not None else missing_note(score, metric))
         if ours is not None and "n_random_fallback" in score:  # multiple-choice answers no letter was found in
             note = "; ".join(filter(None, [note, f"{score['n_random_fallback']} random fallback(s)"]))
         rows.append(
@@ -71,6 +106,10 @@ def build_table(
                 "ours_strict": _round(score.get(f"{metric}_word_boundary")),
                 "paper": value,
                 "delta": None if ours is None or value is None else _round(ours - value, metric),
+                "ci95_low": _round(ci[0], metric) if ci else None,
+                "ci95_high": _round(ci[1], metric) if ci else None,
+                # is the paper's number inside our 95 % interval (Δ within what resampling the items explains)?
+                "paper_in_ci": None if not ci or value is None else bool(ci[0] <= value <= ci[1]),
                 "n_evaluated": score.get("n_evaluated"),
                 "n_items": score.get("n_items"),
                 "note": note,

@@ -137,6 +137,7 @@ DEFAULT_SPEC = {
     "max_context": 512,
     "num_query_tokens": 4,
     "text_model": "llama",
+    "padding_side": "left",
 }
 
 
@@ -247,6 +248,7 @@ def build_tiny_vlm(family: str, out_dir, spec: dict | None = None) -> None:
         raise ValueError(f"no tiny builder for family {family!r}")
     model.eval()
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    processor.tokenizer.padding_side = spec["padding_side"]  # saved in the tokenizer config, as a checkpoint's is
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

@@ -3,15 +3,15 @@ reruns exactly the results it affects (lm-evaluation-harness style). Kept in thi
 parsing the workflow does not import torch."""
 
 QUERIES = 2  # 2: queries carry the row's split (and ImageNet label_idx) for feature extraction
-GENERATION = 3  # 3: records keep the generation alone; fine-tuned models are scored on it, as model_vqa returns it
+GENERATION = 4  # 4: per-model batching (upstream: the checkpoint's padding side, upstream's batches); rows record padding_side
 CLIP = 1
-SCORING = 1
+SCORING = 2  # 2: scores keep each item's outcome and a 95 % bootstrap interval per accuracy
 LOGLIK = 2  # 2: class tokens packed into one pass over the uncopied context cache (equal within float tolerance)
-LOGLIK_SCORING = 1
+LOGLIK_SCORING = 2  # 2: per-item outcomes and 95 % intervals of Sum, Avg and CFG
 FEATURES = 1
-PROBE = 1
+PROBE = 2  # 2: the best epoch's per-item outcomes and its 95 % interval
 FINETUNE = 2  # 2: LoRA adapters initialised from the recipe's seed (were unseeded: a rerun trained another model)
-FREQUENCY = 1
+FREQUENCY = 2  # 2: a frequency bin without classes has no accuracy (was 0 %)
 TINY_BUILDER = 2  # 2: the tiny OPT tokenizer adds BOS like facebook/opt's
 API = 1
 BENCHMARK = 1

@@ -29,6 +29,7 @@ class VllmModel:
     """Greedy generation with vLLM; the engine starts on first use."""
 
     manages_memory = True  # vLLM sizes its KV cache from gpu_memory_utilization
+    padding_side = "none"  # each request runs alone: nothing is padded
 
     def __init__(self, model_dir, family: str, dtype: str = "bfloat16", device: str = "auto", name: str = "",
                  gpu_memory_utilization: float = 0.9):  # fmt: skip
@@ -104,4 +105,4 @@ class VllmModel:
         )
 
     def generation_settings(self) -> dict:
-        return {"backend": "vllm", "dtype": self.dtype_name, "device": self.device, "max_context": self.max_context}
+        return {"backend": "vllm", "padding_side": self.padding_side, "dtype": self.dtype_name, "device": self.device, "max_context": self.max_context}
