@@ -313,7 +313,13 @@ def generation_batching(m, s, dataset):
     mode = s["batching"] or m["batching"]
     if mode == "upstream":
         size = s["upstream_batch_size_by_dataset"].get(dataset, m["upstream_batch_size"])
-        return {"batching": mode, "padding_side": "checkpoint", "batch_size": size, "max_batch_size": size, "block_size": size}
+        return {
+            "batching": mode,
+            "padding_side": "checkpoint",
+            "batch_size": size,
+            "max_batch_size": size,
+            "block_size": size,
+        }
     return {
         "batching": mode,
         "padding_side": "left",

@@ -478,3 +478,28 @@ def test_api_rule_runs_scores_caches_and_never_writes_the_key(server, tmp_path):
     for path in workdir.rglob("*"):
         if path.is_file():
             assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_api_cells_without_their_key_are_listed_as_not_run_naming_the_variable(tmp_path, monkeypatch):
+    """api.enabled auto (the default): no key, no API job; the table says which variable to set."""
+    import pandas as pd
+    import yaml
+
+    from conftest import REPO, snakemake
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = yaml.safe_load((REPO / "demo" / "config.yaml").read_text())
+    config["models"] = {"gpt": {"family": "api", "paper_name": "GPT4", "template": "{question}", "gpus": 0,
+                                "api": {"provider": "openai", "model": MODELS["openai"]}}}  # fmt: skip
+    config.update(finetunes={}, corpora={})
+    config.pop("api", None)  # the schema's default: auto
+    config["report"]["findings"] = []
+    config["settings"] = {"open_world": config["settings"]["open_world"]}
+    config["tables"] = {"table1": {"paper_table": "Table 1", "groups": [
+        {"models": ["gpt"], "datasets": ["shapes12"], "columns": [{"setting": "open_world", "paper": "open-world"}]}]}}  # fmt: skip
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake("--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "results/tables/table1.csv",
+                     workdir=tmp_path / "run")  # fmt: skip
+    assert "api_generate" not in proc.output
+    note = pd.read_csv(tmp_path / "run/results/tables/table1.csv")["note"].iloc[0]
+    assert note == "not run: OPENAI_API_KEY is not set (the key of GPT4)"
