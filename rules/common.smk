@@ -37,6 +37,8 @@ for _recipe, _ft in FINETUNES.items():
             "answer_marker": _ft["answer_marker"],
             # the LLaVA code base's model_vqa (and LAVIS) return the generation alone, and it is scored whole
             "answer_from": "generation",
+            # evaluated on images prepared as in training (LLaVA's model_vqa pads them to a square too)
+            "image_aspect_ratio": _ft["image_aspect_ratio"],
             # model_vqa (LLaVA) ran one item at a time and LAVIS's caption prompt is the same for every item:
             # nothing was padded, so left padding and sorted batches give upstream's answers
             "batching": "fast",
@@ -49,7 +51,8 @@ for _recipe, _ft in FINETUNES.items():
 # weightless "models" of a table: naive baselines computed from the data, and proprietary models behind APIs
 BASELINE_MODELS = [k for k, m in MODELS.items() if m["family"] == "baseline"]
 API_MODELS = [k for k, m in MODELS.items() if m["family"] == "api"]
-VLM_MODELS = [k for k, m in MODELS.items() if m["family"] not in ("open_clip", "baseline", "api")]
+# "llm": a plain language model, only the base a LoRA fine-tune is merged onto (finetunes.<r>.lora_merge_base)
+VLM_MODELS = [k for k, m in MODELS.items() if m["family"] not in ("open_clip", "baseline", "api", "llm")]
 CLIP_MODELS = [k for k, m in MODELS.items() if m["family"] == "open_clip"]
 HUB_MODELS = [k for k, m in MODELS.items() if "hub" in m and k not in FINETUNED_MODELS]
 # demo models trained in a synthetic world (worlds.<name>) by their own jobs; a CLIP, and a LLaVA on its tower
@@ -216,10 +219,13 @@ def finetune_params(recipe, dataset):
     ft = FINETUNES[recipe]
     keys = ("trainable", "prompt", "answer", "answer_prefix", "lr", "projector_lr", "global_batch")
     keys += ("per_device_batch", "warmup_ratio", "seed", "dtype", "gradient_checkpointing", "save_steps")
+    keys += ("schedule", "warmup_steps", "warmup_start_lr", "min_lr", "weight_decay", "tf32", "image_aspect_ratio")
+    keys += ("group_by_modality_length", "image_size", "augment")
     return {
         **{k: ft[k] for k in keys},
         "base": model_revision_param(ft["base"]),
         "lora": ft["lora"] if ft["trainable"] == "projector+lora" else None,
+        "lora_merge_base": model_revision_param(ft["lora_merge_base"]) if ft["lora_merge_base"] else None,
         "epochs": ft["epochs_by_dataset"].get(dataset, ft["epochs"]),
         "data": ft.get("mix") or ft.get("captions") or "classification",
         "protocol": versions.FINETUNE,
@@ -250,6 +256,8 @@ def finetune_inputs(wildcards):
     entry = FINETUNED_MODELS[wildcards.model]
     recipe = FINETUNES[entry["recipe"]]
     inputs = {"base": f"models/{recipe['base']}"}
+    if recipe["lora_merge_base"]:
+        inputs["merge_base"] = f"models/{recipe['lora_merge_base']}"
     if "mix" in recipe:
         inputs["mix"] = f"results/finetune/{wildcards.model}/mix.jsonl"
     elif "captions" in recipe:
@@ -296,6 +304,7 @@ def generation_params(wildcards):
         "backend": m["backend"],
         "attention": m["attention"],
         "dtype": m["dtype"],
+        "image_aspect_ratio": m["image_aspect_ratio"],
         **generation_batching(m, s, wildcards.dataset),
         "loader_workers": m["loader_workers"],
         "max_new_tokens": s["max_new_tokens"],

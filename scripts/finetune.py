@@ -32,6 +32,8 @@ with job_logging(snakemake, threads=snakemake.params.threads):
         "device": snakemake.params.device,
         "base_dir": snakemake.input.base,
         "base_revision": read_revision(snakemake.input.base),
+        # the plain language model LoRA adapters are merged onto (upstream: lmsys/vicuna-7b-v1.5), if any
+        "merge_base_dir": snakemake.input.get("merge_base"),
         "examples": examples,
         "checkpoint_dir": snakemake.params.checkpoints,
         "out_dir": snakemake.output.model,

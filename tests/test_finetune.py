@@ -35,7 +35,11 @@ def job(tmp_path, base, family, trainable, examples, **kw):
         "device": "cpu", "base_dir": str(base), "family": family, "dtype": "float32", "trainable": trainable,
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "examples": examples, "prompt": PROMPT, "global_batch": 8,
         "per_device_batch": 8, "epochs": 4, "lr": 3e-3, "projector_lr": 3e-3, "warmup_ratio": 0.0, "seed": 42,
-        "checkpoint_dir": str(tmp_path / "ckpt"), "out_dir": str(tmp_path / "out"), "base_revision": "local", **kw,
+        "checkpoint_dir": str(tmp_path / "ckpt"), "out_dir": str(tmp_path / "out"), "base_revision": "local",
+        # the schema's defaults (the LLaVA code base's recipe)
+        "schedule": "cosine", "warmup_steps": 1000, "warmup_start_lr": 1e-8, "min_lr": 0.0, "weight_decay": 0.0,
+        "tf32": True, "image_aspect_ratio": "pad", "group_by_modality_length": True, "image_size": None,
+        "augment": "none", **kw,
     }
 
 
@@ -274,3 +278,153 @@ def test_lora_fine_tune_is_the_same_run_after_run(tiny_models, examples, tmp_pat
     second = run(job(tmp_path / "b", tiny_models / "llava", "llava", "projector+lora", examples, epochs=1))
     assert first["losses"] == second["losses"]
     assert not changed_tensors(tmp_path / "a" / "out", tmp_path / "b" / "out")
+
+
+# --- recipe details as upstream ran them (docs/protocol.md#training-hyperparameters) ---------------------------------
+
+
+def test_lavis_schedule_warms_up_in_the_first_epoch_then_steps_its_cosine_per_epoch():
+    from vlmrepro.finetune import lavis_warmup_cosine
+
+    args = dict(steps_per_epoch=2000, epochs=3, init_lr=2e-5, min_lr=0.0, warmup_steps=1000, warmup_start_lr=1e-8)
+    lr = [lavis_warmup_cosine(step, **args) for step in range(6000)]
+    assert lr[0] == pytest.approx(1e-8)
+    assert lr[999] == pytest.approx(1e-8 + (2e-5 - 1e-8) * 999 / 1000)
+    assert lr[1000] == lr[1999] == pytest.approx(2e-5)  # held to the end of the first epoch
+    assert lr[2000:4000] == pytest.approx([2e-5 * 0.75] * 2000)  # epoch 1: cos(pi / 3), the same at every step
+    assert lr[-1] == pytest.approx(2e-5 * 0.25)  # the last epoch: cos(2 pi / 3); min_lr is reached only after it
+
+
+def test_weight_decay_spares_biases_norms_and_1d_parameters_as_lavis(tiny_models):
+    from vlmrepro.finetune import parameter_groups
+    from vlmrepro.models import model_class
+
+    model = prepare_model(model_class("blip2").from_pretrained(tiny_models / "blip2"), "qformer", None)
+    groups = {g["weight_decay"]: g for g in parameter_groups(model, {"lr": 2e-5, "projector_lr": 2e-5, "weight_decay": 0.05})}
+    assert set(groups) == {0.0, 0.05}
+    params = dict(model.named_parameters())
+    assert all(params[n].ndim >= 2 and "bias" not in n and "ln" not in n for n in groups[0.05]["names"])
+    assert all(params[n].ndim < 2 or "bias" in n or "ln" in n or "bn" in n for n in groups[0.0]["names"])
+    assert "query_tokens" in groups[0.05]["names"]  # 3-D: decayed, as LAVIS's rule has it
+    assert any("layernorm" in n for n in groups[0.0]["names"]) and any(n.endswith("bias") for n in groups[0.0]["names"])
+    trained = {n for n, p in params.items() if p.requires_grad}
+    assert set(groups[0.0]["names"]) | set(groups[0.05]["names"]) == trained
+
+
+def test_pad_to_square_centres_the_image_on_the_processors_mean_colour(tiny_models, tmp_path):
+    from transformers import AutoProcessor
+
+    from vlmrepro.datasets import pad_to_square, processor_mean_colour
+    from vlmrepro.models import VisionLanguageModel
+
+    pixels = np.random.default_rng(0).integers(0, 255, (20, 40, 3), dtype=np.uint8)  # 40 wide, 20 high
+    image = Image.fromarray(pixels)
+    processor = AutoProcessor.from_pretrained(tiny_models / "llava")
+    fill = processor_mean_colour(processor.image_processor)
+    expected = np.empty((40, 40, 3), dtype=np.uint8)  # computed independently: rows 10..29 hold the image
+    expected[:] = [int(m * 255) for m in processor.image_processor.image_mean]
+    expected[10:30] = pixels
+    assert np.array_equal(np.asarray(pad_to_square(image, fill)), expected)
+    assert pad_to_square(image.crop((0, 0, 20, 20)), fill).size == (20, 20)  # a square image is left as it is
+    prompt = "USER: <image>\nWhat is it?\nASSISTANT:"
+    reference = processor(images=[Image.fromarray(expected)], text=[prompt], return_tensors="pt")["pixel_values"]
+    padded = VisionLanguageModel(tiny_models / "llava", "llava", device="cpu", image_aspect_ratio="pad")
+    assert torch.equal(padded.preprocess([image], [prompt])["pixel_values"], reference)
+    plain = VisionLanguageModel(tiny_models / "llava", "llava", device="cpu")  # the base models' HF processor path
+    assert not torch.equal(plain.preprocess([image], [prompt])["pixel_values"], reference)
+
+
+def test_lavis_recipe_reaches_the_trainer_and_is_written_beside_the_weights(tiny_models, examples, tmp_path):
+    from vlmrepro.finetune import lavis_warmup_cosine
+
+    captions = [dict(e, segments=[["a photo of", blip_caption_label(e["segments"][0][1])]]) for e in examples]
+    recipe = dict(schedule="lavis_warmup_cosine", warmup_steps=3, lr=1e-3, min_lr=0.0, weight_decay=0.05,
+                  tf32=False, image_aspect_ratio="original", group_by_modality_length=False, per_device_batch=4,
+                  global_batch=4, epochs=2)  # fmt: skip
+    log = run(job(tmp_path, tiny_models / "blip2", "blip2", "qformer", captions, prompt="a photo of", answer_prefix=" ", **recipe))
+    written = json.loads((tmp_path / "out" / "recipe.json").read_text())
+    assert written["steps_per_epoch"] == 4 and written["schedule"] == "lavis_warmup_cosine"
+    assert {g["weight_decay"] for g in written["parameter_groups"]} == {0.0, 0.05}
+    assert written["job"]["warmup_steps"] == 3 and written["image_padding_colour"] is None and written["tf32"] is False
+    state = json.loads(next((tmp_path / "ckpt").glob("checkpoint-*/trainer_state.json")).read_text())
+    logged = [e["learning_rate"] for e in state["log_history"] if "learning_rate" in e]
+    args = dict(steps_per_epoch=4, epochs=2, init_lr=1e-3, min_lr=0.0, warmup_steps=3, warmup_start_lr=1e-8)
+    assert logged == pytest.approx([lavis_warmup_cosine(step, **args) for step in range(len(logged))])
+    assert len(log["losses"]) == 8
+
+
+def test_modality_length_grouping_keeps_image_and_text_batches_apart():
+    from vlmrepro.finetune import ModalityLengthSampler, modality_length_grouped_indices, modality_lengths
+
+    examples = [{"path": f"{i}.png" if i % 3 else None, "segments": [["q " * (1 + i % 7), "a"]]} for i in range(50)]
+    lengths = modality_lengths(examples)
+    assert lengths[0] < 0 < lengths[1] and abs(lengths[0]) == 2
+    order = modality_length_grouped_indices(lengths, 4, 2, torch.Generator().manual_seed(0))
+    assert sorted(order) == list(range(50))
+    megabatches = [order[i : i + 8] for i in range(0, len(order), 8)]
+    *full, last = megabatches
+    for megabatch in full:  # one modality each (the leftovers of both share the last)
+        assert len({lengths[k] > 0 for k in megabatch}) == 1
+        for batch in (megabatch[:4], megabatch[4:]):  # each process's batch: longest first
+            words = [abs(lengths[k]) for k in batch]
+            assert words == sorted(words, reverse=True)
+    sampler = ModalityLengthSampler(lengths, 4, 2, seed=42)
+    first = list(sampler)
+    assert list(sampler) == first  # the same epoch, the same order (a resumed job)
+    sampler.set_epoch(1)
+    assert list(sampler) != first and sorted(sampler) == list(range(50))
+    images_only = modality_length_grouped_indices([abs(v) for v in lengths], 4, 1, torch.Generator().manual_seed(0))
+    for i in range(0, 48, 4):  # length grouping alone: each batch sorted longest first
+        batch = [abs(lengths[k]) for k in images_only[i : i + 4]]
+        assert batch == sorted(batch, reverse=True)
+
+
+def test_blip2_recipe_trains_and_evaluates_at_a_larger_size_with_interpolated_positions(tiny_models, examples, tmp_path):
+    """LAVIS's 364 px at tiny scale: 48 px against the tower's 32, random resized crops in training."""
+    from vlmrepro.evaluate import run_generation
+    from vlmrepro.models import VisionLanguageModel
+
+    captions = [dict(e, segments=[["a photo of", blip_caption_label(e["segments"][0][1])]]) for e in examples]
+    larger = dict(image_size=48, augment="lavis_random_resized_crop", image_aspect_ratio="original", epochs=1)
+    run(job(tmp_path, tiny_models / "blip2", "blip2", "qformer", captions, prompt="a photo of", answer_prefix=" ", **larger))
+    tuned = VisionLanguageModel(tmp_path / "out", "blip2", device="cpu")
+    assert tuned.interpolate_pos_encoding and tuned.generation_settings()["interpolate_pos_encoding"]
+    image = Image.open(examples[0]["path"])
+    assert tuned.preprocess([image], ["a photo of"])["pixel_values"].shape[-2:] == (48, 48)  # a bicubic resize
+    query = {"item": 0, "row": 0, "image": "x", "label": "red circle", "choices": None, "question": "a photo of",
+             "path": examples[0]["path"]}  # fmt: skip
+    record = run_generation(tuned, [query], "{question}", "a photo of", 4, 1, "r", log=lambda _: None)[0]
+    assert record["status"] == "ok"  # generation at 48 px: the position grid interpolated (else a shape error)
+    base = VisionLanguageModel(tiny_models / "blip2", "blip2", device="cpu")
+    assert not base.interpolate_pos_encoding
+    with pytest.raises(ValueError, match="image_size is a BLIP-2 recipe setting"):
+        run(job(tmp_path / "llava", tiny_models / "llava", "llava", "projector", examples, image_size=48))
+
+
+def test_lora_merged_onto_the_plain_language_model_is_its_weights_plus_the_adapters(tiny_models, examples, tmp_path):
+    """Upstream merged its LoRA adapters onto lmsys/vicuna-7b-v1.5 (docs/protocol.md#llava-fine-tuning): the merged
+    language model is the plain LLM's weights + ΔLoRA; vision tower and projector as trained."""
+    from vlmrepro.tiny import build_tiny
+
+    build_tiny("llm", tmp_path / "vicuna", {"seed": 7})
+    recipe = dict(epochs=1, lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    run(job(tmp_path / "trained", tiny_models / "llava", "llava", "projector+lora", examples, **recipe))
+    run(job(tmp_path / "plain", tiny_models / "llava", "llava", "projector+lora", examples, **recipe,
+            merge_base_dir=str(tmp_path / "vicuna")))  # fmt: skip
+    base = load_file(tiny_models / "llava" / "model.safetensors")
+    trained = load_file(tmp_path / "trained" / "out" / "model.safetensors")  # LLaVA's LM + ΔLoRA (the same run)
+    plain = load_file(tmp_path / "plain" / "out" / "model.safetensors")
+    vicuna = load_file(tmp_path / "vicuna" / "model.safetensors")
+    assert trained.keys() == plain.keys()
+    adapted = 0
+    for name, weight in plain.items():  # saved in llava-hf's layout: language_model.model.* and language_model.lm_head
+        if name.startswith("language_model."):
+            source = vicuna[name.removeprefix("language_model.")]
+            delta = trained[name] - base[name]  # ΔLoRA (zero where no adapter)
+            adapted += bool(delta.abs().max() > 0)
+            rows = source.shape[0]
+            assert torch.allclose(weight[:rows], source + delta[:rows], atol=1e-6), name
+            assert torch.equal(weight[rows:], trained[name][rows:]), name  # llava-hf's added tokens keep their rows
+        else:  # vision tower and projector: as trained
+            assert torch.equal(weight, trained[name]), name
+    assert adapted >= 7 * 2  # every targeted linear of both layers moved

@@ -40,7 +40,7 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     assert jobs["generate"] == 1000 + (4 + 2 * 7) * (4 + 4 + 2)
     # Table 1: 2 CLIPs x 4 datasets; Table 9: CLIP-L x 4 K x 4 datasets
     assert jobs["clip_zero_shot"] == 8 + 16
-    assert jobs["download_model"] == 9
+    assert jobs["download_model"] == 9 + 1  # + Vicuna-7B-v1.5, the LoRA merge base
     assert jobs["build_imagenet_manifest"] == 1
     # features: 16 (+ Table 10 positions), ImageNet's in 9 jobs of whole feature files each
     assert jobs["loglik"] == 8 and jobs["gather_features"] == 16 + 1 and jobs["extract_features"] == 13 + 4 * 9

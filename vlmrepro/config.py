@@ -113,6 +113,8 @@ def check_config(config: dict) -> None:
             vision = model["train"].get("vision")
             if model["train"]["kind"] == "llava" and vision not in config.get("models", {}):
                 errors.append(f"{where}.train.vision: unknown model {vision!r} (the CLIP whose image tower it uses)")
+        if model["family"] == "llm":  # only ever a LoRA merge base: no prompt of its own
+            continue
         if model["family"] not in CLIP_FAMILIES:
             if "{question}" not in model.get("template", ""):
                 errors.append(f"{where}.template must contain {{question}}")
@@ -129,6 +131,9 @@ def check_config(config: dict) -> None:
         where = f"finetunes.{key}"
         if recipe["base"] not in models:
             errors.append(f"{where}.base: unknown model {recipe['base']!r}")
+        merge_base = recipe.get("lora_merge_base")
+        if merge_base and (models.get(merge_base, {}).get("family") != "llm" or recipe["trainable"] != "projector+lora"):
+            errors.append(f"{where}.lora_merge_base: {merge_base!r} must be a model of family llm, for trainable projector+lora")
             continue
         if settings.get(recipe.get("train_setting", "finetune_train"), {}).get("split") != "train":
             errors.append(f"{where}.train_setting must name a setting with split: train")

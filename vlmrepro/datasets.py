@@ -154,6 +154,27 @@ def to_rgb(img: Image.Image, path) -> Image.Image:
     return Image.fromarray(np.round(values * (255.0 / top)).astype(np.uint8), "L").convert("RGB")
 
 
+IMAGE_ASPECT_RATIOS = ("original", "pad")
+
+
+def pad_to_square(img: Image.Image, fill: tuple[int, ...]) -> Image.Image:
+    """The LLaVA code base's ``image_aspect_ratio pad`` (its ``expand2square``): the image pasted centred on a square
+    canvas of colour ``fill`` (the image processor's mean, in 0-255), so that the processor's centre crop keeps all
+    of it. A square image is returned as it is."""
+    width, height = img.size
+    if width == height:
+        return img
+    side = max(width, height)
+    canvas = Image.new(img.mode, (side, side), fill)
+    canvas.paste(img, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def processor_mean_colour(image_processor) -> tuple[int, ...]:
+    """The image processor's mean as 0-255 integers, as LLaVA's training and model_vqa compute it."""
+    return tuple(int(x * 255) for x in image_processor.image_mean)
+
+
 def check_image(path: Path) -> str | None:
     """None when the image exists, decodes fully and converts to 8-bit RGB, else the reason."""
     if not path.is_file():

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from .datasets import processor_mean_colour
 from .io import atomic_dir, naming_full_disk, write_text
 
 TRAINABLE = {
@@ -47,12 +48,33 @@ def blip_caption_label(label: str) -> str:
     return " ".join(text.split(" ")[:50])
 
 
+def image_transform(job: dict, processor):
+    """What happens to a training image before the processor: LLaVA's pad-to-square (``image_aspect_ratio pad``),
+    LAVIS's ``blip2_image_train`` augmentation (a random crop of 50-100 % of the area resized to ``image_size``,
+    bicubic, flipped at random; the processor then only normalises), or nothing."""
+    from functools import partial
+
+    from .datasets import pad_to_square
+
+    if job["augment"] == "lavis_random_resized_crop":
+        from torchvision import transforms
+
+        crop = transforms.RandomResizedCrop(
+            job["image_size"], scale=(0.5, 1.0), interpolation=transforms.InterpolationMode.BICUBIC
+        )
+        return transforms.Compose([crop, transforms.RandomHorizontalFlip()])
+    if job["image_aspect_ratio"] == "pad":
+        return partial(pad_to_square, fill=processor_mean_colour(processor.image_processor))
+    return None
+
+
 class Conversations(torch.utils.data.Dataset):
     """Examples ``{"path": image or None, "segments": [[prompt, answer], ...]}``; images are opened lazily in
-    data-loader workers."""
+    data-loader workers and passed through ``transform`` (:func:`image_transform`)."""
 
-    def __init__(self, examples: list[dict]):
-        self.examples = examples
+    def __init__(self, examples: list[dict], transform=None, group_by_modality_length=False):
+        self.examples, self.transform = examples, transform
+        self.group_by_modality_length = group_by_modality_length  # read by the Trainer's sampler
 
     def __len__(self):
         return len(self.examples)
@@ -63,13 +85,15 @@ class Conversations(torch.utils.data.Dataset):
         example = self.examples[i]
         if example["path"] is None:  # text-only instruction data
             return {"image": None, "segments": example["segments"]}
-        return {"image": load_rgb(example["path"]), "segments": example["segments"]}
+        image = load_rgb(example["path"])
+        return {"image": image if self.transform is None else self.transform(image), "segments": example["segments"]}
 
 
-def make_collator(processor, answer_prefix: str = ""):
+def make_collator(processor, answer_prefix: str = "", model_inputs: dict | None = None):
     """Per segment: prompt ids (the first through the processor, which expands image placeholders) + answer ids +
     EOS; labels mask the prompts. Answers are tokenised on their own and concatenated, so no merge happens across a
-    boundary. Examples without an image add no pixels (the model places image features by placeholder count)."""
+    boundary. Examples without an image add no pixels (the model places image features by placeholder count).
+    ``model_inputs`` go into every batch (``interpolate_pos_encoding`` for images larger than the vision tower's)."""
     tok = processor.tokenizer
 
     def collate(batch):
@@ -101,9 +125,78 @@ def make_collator(processor, answer_prefix: str = ""):
             out["pixel_values"] = torch.stack(pixels)
         if sizes:
             out["image_sizes"] = torch.cat(sizes)
-        return out
+        return {**out, **(model_inputs or {})}
 
     return collate
+
+
+def modality_lengths(examples: list[dict]) -> list[int]:
+    """LLaVA's ``modality_lengths``: the words of a record's turns, negative for a text-only record."""
+    lengths = []
+    for example in examples:
+        words = max(sum(len(text.split()) for segment in example["segments"] for text in segment), 1)
+        lengths.append(words if example["path"] is not None else -words)
+    return lengths
+
+
+def _even_chunks(indices: list[int], lengths: list[int], n_chunks: int) -> list[list[int]]:
+    """A megabatch split into one batch per process, longest first into the batch with the fewest words so far."""
+    if len(indices) % n_chunks:
+        return [indices[i::n_chunks] for i in range(n_chunks)]
+    size = len(indices) // n_chunks
+    chunks, words = [[] for _ in range(n_chunks)], [0] * n_chunks
+    for index in indices:
+        shortest = words.index(min(words))
+        chunks[shortest].append(index)
+        words[shortest] += lengths[index]
+        if len(chunks[shortest]) == size:
+            words[shortest] = float("inf")
+    return chunks
+
+
+def _length_grouped(lengths: list[int], batch_size: int, world: int, generator) -> list[int]:
+    """Shuffled, then each megabatch (one batch per process) sorted longest first and split evenly."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    mega = world * batch_size
+    megabatches = [sorted(order[i : i + mega], key=lambda k: lengths[k], reverse=True) for i in range(0, len(order), mega)]
+    return [k for megabatch in megabatches for chunk in _even_chunks(megabatch, lengths, world) for k in chunk]
+
+
+def modality_length_grouped_indices(lengths: list[int], batch_size: int, world: int, generator) -> list[int]:
+    """The LLaVA code base's ``group_by_modality_length`` order: megabatches of image records and megabatches of
+    text-only records, each grouped by length, in a shuffled order; the two leftovers form the last megabatch."""
+    if all(length > 0 for length in lengths) or all(length < 0 for length in lengths):
+        return _length_grouped([abs(length) for length in lengths], batch_size, world, generator)
+    image = [(i, length) for i, length in enumerate(lengths) if length > 0]
+    text = [(i, -length) for i, length in enumerate(lengths) if length < 0]
+    mega = world * batch_size
+    megabatches = []
+    for members in (image, text):
+        order = [members[k][0] for k in _length_grouped([m[1] for m in members], batch_size, world, generator)]
+        megabatches.append([order[i : i + mega] for i in range(0, len(order), mega)])
+    (*image_full, image_last), (*text_full, text_last) = megabatches
+    full = image_full + text_full
+    shuffled = [full[k] for k in torch.randperm(len(full), generator=generator).tolist()]
+    leftover = sorted(image_last + text_last)
+    return [k for megabatch in shuffled + ([leftover] if leftover else []) for k in megabatch]
+
+
+class ModalityLengthSampler(torch.utils.data.Sampler):
+    """``group_by_modality_length`` for the Trainer: reseeded every epoch from the recipe's seed (upstream drew from
+    the global generator), so a resumed job draws the same order."""
+
+    def __init__(self, lengths: list[int], batch_size: int, world: int, seed: int):
+        self.lengths, self.batch_size, self.world, self.seed, self.epoch = lengths, batch_size, world, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(modality_length_grouped_indices(self.lengths, self.batch_size, self.world, generator))
 
 
 def _trainer_class(trainer):
@@ -112,6 +205,14 @@ def _trainer_class(trainer):
     same reason); a zero-weighted sum of the trained parameters keeps backward (and DDP) working."""
 
     class KeepsGraph(trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if not getattr(dataset, "group_by_modality_length", False):
+                return super()._get_train_sampler(train_dataset)
+            # as LLaVA's trainer: a megabatch spans the processes and the accumulation steps of one update
+            world = self.args.world_size * self.args.gradient_accumulation_steps
+            return ModalityLengthSampler(modality_lengths(dataset.examples), self.args.train_batch_size, world, self.args.seed)
+
         def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
             result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
             loss = result[0] if return_outputs else result
@@ -148,6 +249,54 @@ def prepare_model(model, trainable: str, lora: dict | None):
         if pattern.search(name):
             param.requires_grad = True
     return model
+
+
+NO_WEIGHT_DECAY = re.compile(r"bias|ln|bn")
+
+
+def parameter_groups(model, job: dict) -> list[dict]:
+    """The trained parameters by learning rate (LLaVA recipes give the projector its own) and weight decay, with
+    LAVIS's rule for which get none: fewer than 2 dimensions, or "bias", "ln" or "bn" in the name (BLIP-2's query
+    tokens, 3-D, are decayed). Each group lists its parameters' ``names`` too."""
+    projector = TRAINABLE["projector"]
+    groups: dict[tuple[float, float], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr = job["projector_lr"] if projector.search(name) else job["lr"]
+        decay = 0.0 if param.ndim < 2 or NO_WEIGHT_DECAY.search(name) else job["weight_decay"]
+        groups.setdefault((lr, decay), []).append((name, param))
+    return [
+        {"params": [p for _, p in named], "names": [n for n, _ in named], "lr": lr, "weight_decay": decay}
+        for (lr, decay), named in groups.items()
+    ]
+
+
+def lavis_warmup_cosine(step: int, steps_per_epoch: int, epochs: int, init_lr: float, min_lr: float,
+                        warmup_steps: int, warmup_start_lr: float) -> float:  # fmt: skip
+    """LAVIS's ``linear_warmup_cosine_lr`` at an optimiser step (0-based; LAVIS sets it before the step's update).
+    In the first epoch a linear warm-up from ``warmup_start_lr`` over ``warmup_steps`` steps, then ``init_lr`` to the
+    epoch's end (LAVIS assumes the warm-up fits in one epoch; when it does not, it is cut short). From the second
+    epoch a cosine over epochs, stepped per epoch, not per step: constant within an epoch."""
+    epoch, step_in_epoch = divmod(step, steps_per_epoch)
+    if epoch == 0:
+        return min(init_lr, warmup_start_lr + (init_lr - warmup_start_lr) * step_in_epoch / max(warmup_steps, 1))
+    return (init_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)) + min_lr
+
+
+def steps_per_epoch(n_examples: int, per_device_batch: int, world: int, accumulation: int) -> int:
+    """Optimiser steps per epoch as the Trainer counts them (a distributed sampler's share, partial batches kept)."""
+    return max(math.ceil(math.ceil(n_examples / world) / per_device_batch) // accumulation, 1)
+
+
+def lr_scheduler(optimizer, job: dict, n_examples: int, world: int, accumulation: int):
+    """The recipe's schedule as a LambdaLR, or None for the Trainer's own (``cosine`` with ``warmup_ratio``)."""
+    if job["schedule"] == "cosine":
+        return None
+    per_epoch = steps_per_epoch(n_examples, job["per_device_batch"], world, accumulation)
+    args = dict(steps_per_epoch=per_epoch, epochs=job["epochs"], init_lr=job["lr"], min_lr=job["min_lr"],
+                warmup_steps=job["warmup_steps"], warmup_start_lr=job["warmup_start_lr"])  # fmt: skip
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lavis_warmup_cosine(step, **args) / job["lr"])
 
 
 @contextlib.contextmanager
@@ -232,6 +381,67 @@ def _mark_complete_callback():
     return MarkCompleteCheckpoints()
 
 
+LLAVA_LANGUAGE_MODEL = "model.language_model."
+
+
+def lora_deltas(model) -> dict[str, torch.Tensor]:
+    """ΔW = scale · B·A of every LoRA layer, by the weight's name in the unwrapped model."""
+    deltas = {}
+    for name, module in model.named_modules():
+        if hasattr(module, "get_delta_weight") and "default" in getattr(module, "lora_A", {}):
+            deltas[name.removeprefix("base_model.model.") + ".weight"] = module.get_delta_weight("default").detach()
+    return deltas
+
+
+def merge_onto_language_model(model, deltas: dict[str, torch.Tensor], llm_dir) -> None:
+    """Upstream's LoRA merge (its merge_lora_weights.py --model-base lmsys/vicuna-7b-v1.5): the language model's
+    weights become the plain LLM's plus ΔLoRA, not the LLaVA language model's the adapters were trained on (the
+    vision tower and the trained projector stay). Rows of the embedding and output layers beyond the LLM's
+    vocabulary (the tokens llava-hf added) keep the LLaVA model's."""
+    from transformers import AutoModelForCausalLM
+
+    llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32).state_dict()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.startswith(LLAVA_LANGUAGE_MODEL):
+                source = "model." + name.removeprefix(LLAVA_LANGUAGE_MODEL)
+            elif name == "lm_head.weight":
+                source = name
+            else:
+                continue
+            if source not in llm:
+                raise KeyError(f"{llm_dir}: no {source} for the language-model weight {name}")
+            base = llm[source].to(param.dtype) + deltas.get(name, 0)
+            if base.shape == param.shape:
+                param.copy_(base)
+            elif base.shape[1:] == param.shape[1:] and base.shape[0] < param.shape[0]:
+                param[: base.shape[0]] = base  # the added tokens' rows stay
+            else:
+                raise ValueError(f"{llm_dir}: {source} is {tuple(base.shape)}, the model's {name} {tuple(param.shape)}")
+
+
+def effective_recipe(job: dict, device: str, args, groups: list[dict], pad_fill, world: int, accumulation: int) -> dict:
+    """Every value that reached the trainer (written as recipe.json beside the fine-tuned weights), to compare with
+    the upstream recipes of docs/protocol.md#training-hyperparameters."""
+    return {
+        "job": {k: v for k, v in job.items() if k not in ("examples", "checkpoint_dir", "out_dir", "log_file")},
+        "n_examples": len(job["examples"]),
+        "world_size": world,
+        "gradient_accumulation_steps": accumulation,
+        "steps_per_epoch": steps_per_epoch(len(job["examples"]), job["per_device_batch"], world, accumulation),
+        "schedule": job["schedule"],
+        "image_padding_colour": pad_fill,
+        "device": device,
+        "tf32": bool(job["tf32"]) and device.startswith("cuda"),
+        "parameter_groups": [
+            {"lr": g["lr"], "weight_decay": g["weight_decay"], "n_parameters": sum(p.numel() for p in g["params"]),
+             "names": g["names"]}  # fmt: skip
+            for g in groups
+        ],
+        "training_arguments": {k: v for k, v in args.to_dict().items() if not k.startswith(("push_to_hub", "hub_"))},
+    }
+
+
 def run(job: dict) -> dict:
     """Train, save the merged model into ``job['out_dir']`` and return the loss log."""
     from transformers import AutoProcessor, Trainer, TrainingArguments, set_seed
@@ -241,6 +451,12 @@ def run(job: dict) -> dict:
     device = pick_device(job["device"])
     processor = AutoProcessor.from_pretrained(job["base_dir"])
     processor.tokenizer.padding_side = "right"
+    model_inputs = {}
+    if job["image_size"]:  # LAVIS trains and evaluates BLIP-2 at 364 px: the saved processor keeps the size
+        if job["family"] not in ("blip2", "instructblip"):
+            raise ValueError(f"image_size is a BLIP-2 recipe setting (LAVIS); family {job['family']!r} has its own")
+        processor.image_processor.size = {"height": job["image_size"], "width": job["image_size"]}
+        model_inputs["interpolate_pos_encoding"] = True  # the vision tower's position grid, resized bicubically
     dtype = pick_dtype(job["dtype"], device)
     _discard_checkpoints_of_other_settings(job)
     last = last_complete_checkpoint(job["checkpoint_dir"])
@@ -262,6 +478,8 @@ def run(job: dict) -> dict:
             f"global_batch {job['global_batch']} is not a multiple of per_device_batch {job['per_device_batch']} x "
             f"{world} GPU(s): set the recipe's global_batch / per_device_batch / gpus so that it is"
         )
+    if device.startswith("cuda"):  # upstream's --tf32 True (LAVIS left PyTorch's default, off)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(job["tf32"])
     args = TrainingArguments(
         output_dir=job["checkpoint_dir"],
         per_device_train_batch_size=job["per_device_batch"],
@@ -286,26 +504,19 @@ def run(job: dict) -> dict:
         use_cpu=not device.startswith("cuda"),
         disable_tqdm=True,
     )
-    projector = TRAINABLE["projector"]
-    groups = [
-        {
-            "params": [p for n, p in model.named_parameters() if p.requires_grad and projector.search(n)],
-            "lr": job["projector_lr"],
-        },
-        {
-            "params": [p for n, p in model.named_parameters() if p.requires_grad and not projector.search(n)],
-            "lr": job["lr"],
-        },
-    ]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
+    groups = parameter_groups(model, job)
+    optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups], weight_decay=0.0)
+    scheduler = lr_scheduler(optimizer, job, len(job["examples"]), world, accumulation)
+    pad_fill = processor_mean_colour(processor.image_processor) if job["image_aspect_ratio"] == "pad" else None
     trainer = _trainer_class(Trainer)(
         model=model,
         args=args,
-        train_dataset=Conversations(job["examples"]),
-        data_collator=make_collator(processor, job.get("answer_prefix", "")),
-        optimizers=(optimizer, None),
+        train_dataset=Conversations(job["examples"], image_transform(job, processor), job["group_by_modality_length"]),
+        data_collator=make_collator(processor, job.get("answer_prefix", ""), model_inputs),
+        optimizers=(optimizer, scheduler),
         callbacks=[_mark_complete_callback()],
     )
+    recipe = effective_recipe(job, device, args, groups, pad_fill, world, accumulation)
     # on a GPU, deterministic kernels would slow the paper's fine-tunes; there bf16 already rounds differently
     with deterministic_algorithms() if device == "cpu" else contextlib.nullcontext():
         with naming_full_disk(job["checkpoint_dir"]):  # checkpoints are written inside train()
@@ -317,12 +528,16 @@ def run(job: dict) -> dict:
     ]
     if trainer.is_world_process_zero():
         if job["trainable"] == "projector+lora":
+            deltas = lora_deltas(model)
             model = model.merge_and_unload()
+            if job.get("merge_base_dir"):
+                merge_onto_language_model(model, deltas, job["merge_base_dir"])
         with atomic_dir(job["out_dir"]) as work:
             model.save_pretrained(work)
             processor.tokenizer.padding_side = "left"
             processor.save_pretrained(work)
             (work / "REVISION").write_text(f"finetuned:{job['base_revision']}\n")
+            (work / "recipe.json").write_text(json.dumps(recipe, indent=1, default=str) + "\n")
     return {
         "losses": losses,
         "diverged": not all(math.isfinite(l["loss"]) for l in losses),

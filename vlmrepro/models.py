@@ -15,6 +15,7 @@ from typing import NamedTuple
 import torch
 
 from .config import CLIP_FAMILIES
+from .datasets import IMAGE_ASPECT_RATIOS, pad_to_square, processor_mean_colour
 
 VLM_FAMILIES = ("llava", "llava_next", "blip2", "instructblip")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -91,6 +92,7 @@ class VisionLanguageModel:
         device: str = "auto",
         padding_side: str = "left",
         attention: str = "auto",
+        image_aspect_ratio: str = "original",
     ):
         from transformers import AutoConfig, AutoProcessor
 
@@ -104,10 +106,19 @@ class VisionLanguageModel:
         if padding_side not in PADDING_SIDES:
             raise ValueError(f"{model_dir}: padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
         self.checkpoint_padding_side = self.tokenizer.padding_side
+        if image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
+            raise ValueError(f"{model_dir}: image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {image_aspect_ratio!r}")
+        # fine-tuned LLaVA models see every image padded to a square, as they were trained (model_vqa pads too)
+        self.pad_fill = processor_mean_colour(self.processor.image_processor) if image_aspect_ratio == "pad" else None
         if padding_side != "checkpoint":
             self.tokenizer.padding_side = padding_side
         config = AutoConfig.from_pretrained(self.model_dir)
         self.max_context = int(config.text_config.max_position_embeddings)
+        # a BLIP-2 fine-tuned at LAVIS's 364 px keeps that size in its processor: its vision tower's position grid is
+        # interpolated to it, as LAVIS does
+        processor_size = (getattr(self.processor.image_processor, "size", None) or {}).get("height")
+        tower_size = getattr(getattr(config, "vision_config", None), "image_size", None)
+        self.interpolate_pos_encoding = family in ("blip2", "instructblip") and processor_size not in (None, tower_size)
         self._model = None
 
     @property
@@ -134,6 +145,8 @@ class VisionLanguageModel:
 
     def preprocess(self, images, prompts: list[str]):
         """Processor outputs on the CPU (pinned when the model is on a GPU, for an asynchronous copy)."""
+        if self.pad_fill is not None:
+            images = [pad_to_square(image, self.pad_fill) for image in images]
         inputs = self.processor(images=images, text=prompts, padding=True, return_tensors="pt")
         if self.device.startswith("cuda"):
             for key in inputs:
@@ -157,7 +170,8 @@ class VisionLanguageModel:
     def generate(self, inputs, max_new_tokens: int) -> list[Generation]:
         """Per item, the full decoded sequence (prompt + generation, special tokens skipped, as upstream's zero-shot
         scripts decode it) and the generated tokens alone (as the LLaVA code base's ``model_vqa`` returns them)."""
-        output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+        extra = {"interpolate_pos_encoding": True} if self.interpolate_pos_encoding else {}
+        output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, **extra)
         prompt = inputs["input_ids"]
         new = output
         if output.shape[1] >= prompt.shape[1] and torch.equal(output[:, : prompt.shape[1]], prompt.to(output.device)):
@@ -175,6 +189,7 @@ class VisionLanguageModel:
             run["device"],
             padding_side=run["padding_side"],
             attention=run.get("attention", "auto"),
+            image_aspect_ratio=run.get("image_aspect_ratio", "original"),
         )
         return vlm, read_revision(model_dir)
 
@@ -182,6 +197,8 @@ class VisionLanguageModel:
         return {
             "padding_side": self.padding_side,
             "checkpoint_padding_side": self.checkpoint_padding_side,
+            "image_aspect_ratio": "original" if self.pad_fill is None else "pad",
+            "interpolate_pos_encoding": self.interpolate_pos_encoding,
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": self.device,
             "attention": self.attention,

@@ -289,8 +289,27 @@ def build_tiny_clip(out_dir, spec: dict | None = None) -> None:
         json.dump({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, handle, indent=2)
 
 
+def build_tiny_llm(out_dir, spec: dict | None = None) -> None:
+    """A Vicuna-like language model of the tiny LLaVA's shape (the plain LLM a LoRA fine-tune may be merged onto):
+    its tokenizer without the two tokens llava-hf adds (<pad>, <image>), as lmsys/vicuna-7b-v1.5 has 32,000 rows
+    to llava-hf's 32,064."""
+    import transformers as tf
+
+    spec = {**DEFAULT_SPEC, **(spec or {})}
+    torch.manual_seed(spec["seed"])
+    tok = llama_tokenizer()
+    config = _text(tok, spec)
+    config.vocab_size, config.pad_token_id = len(tok) - 2, 0  # vicuna pads with <unk> (id 0)
+    model = tf.LlamaForCausalLM(config).eval()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+
+
 def build_tiny(family: str, out_dir, spec: dict | None = None) -> None:
     if family == "open_clip":
         build_tiny_clip(out_dir, spec)
+    elif family == "llm":
+        build_tiny_llm(out_dir, spec)
     else:
         build_tiny_vlm(family, out_dir, spec)
