@@ -215,6 +215,23 @@ def model_revision_param(model):
     return entry["hub"] if "hub" in entry else {"tiny": entry["tiny"]}
 
 
+def epoch_results_input(wildcards):
+    """A fine-tune evaluated after every epoch on this setting: its per-epoch accuracies join the score."""
+    entry = FINETUNED_MODELS.get(wildcards.model)
+    if entry and FINETUNES[entry["recipe"]]["evaluate_every_epoch"] == wildcards.setting:
+        return {"epochs": f"results/finetune/{wildcards.model}/losses.json"}
+    return {}
+
+
+def epoch_eval_params(recipe, dataset):
+    """The evaluation a recipe runs after every epoch (LAVIS's validation; the best epoch is kept), or None."""
+    setting = FINETUNES[recipe]["evaluate_every_epoch"]
+    if not setting:
+        return None
+    run = generation_run(f"{recipe}-{dataset}", setting, dataset)
+    return {"setting": setting, "run": run, "rule": SETTINGS[setting]["scoring"]}
+
+
 def finetune_params(recipe, dataset):
     ft = FINETUNES[recipe]
     keys = ("trainable", "prompt", "answer", "answer_prefix", "lr", "projector_lr", "global_batch")
@@ -226,6 +243,7 @@ def finetune_params(recipe, dataset):
         "base": model_revision_param(ft["base"]),
         "lora": ft["lora"] if ft["trainable"] == "projector+lora" else None,
         "lora_merge_base": model_revision_param(ft["lora_merge_base"]) if ft["lora_merge_base"] else None,
+        "epoch_eval": epoch_eval_params(recipe, dataset),
         "epochs": ft["epochs_by_dataset"].get(dataset, ft["epochs"]),
         "data": ft.get("mix") or ft.get("captions") or "classification",
         "protocol": versions.FINETUNE,
@@ -256,6 +274,8 @@ def finetune_inputs(wildcards):
     entry = FINETUNED_MODELS[wildcards.model]
     recipe = FINETUNES[entry["recipe"]]
     inputs = {"base": f"models/{recipe['base']}"}
+    if recipe["evaluate_every_epoch"]:
+        inputs["eval_queries"] = f"results/queries/{entry['dataset']}/{recipe['evaluate_every_epoch']}.jsonl"
     if recipe["lora_merge_base"]:
         inputs["merge_base"] = f"models/{recipe['lora_merge_base']}"
     if "mix" in recipe:
@@ -293,19 +313,27 @@ def query_params(wildcards):
 
 
 def generation_params(wildcards):
-    m, s = MODELS[wildcards.model], SETTINGS[wildcards.setting]
+    return {
+        "source": model_revision_param(wildcards.model),
+        **generation_run(wildcards.model, wildcards.setting, wildcards.dataset),
+    }
+
+
+def generation_run(model, setting, dataset):
+    """How a model generates for a setting (everything but the weights' provenance): the generation rule's params,
+    and a fine-tune's evaluation after every epoch."""
+    m, s = MODELS[model], SETTINGS[setting]
     return {
         "family": m["family"],
-        "source": model_revision_param(wildcards.model),
         "template": m["cot_template"] if s["chain_of_thought"] else m["template"],
         "answer_marker": m["answer_marker"],
         "answer_from": m["answer_from"],
-        "model": wildcards.model,
+        "model": model,
         "backend": m["backend"],
         "attention": m["attention"],
         "dtype": m["dtype"],
         "image_aspect_ratio": m["image_aspect_ratio"],
-        **generation_batching(m, s, wildcards.dataset),
+        **generation_batching(m, s, dataset),
         "loader_workers": m["loader_workers"],
         "max_new_tokens": s["max_new_tokens"],
         "device": config["device"],

@@ -120,6 +120,7 @@ rule score_loglik:
 rule score:
     input:
         "results/outputs/{model}/{dataset}/{setting}.jsonl",
+        unpack(epoch_results_input),
     output:
         "results/scores/{model}/{dataset}/{setting}.json",
     log:

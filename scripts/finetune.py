@@ -26,6 +26,8 @@ with job_logging(snakemake, threads=snakemake.params.threads):
             {"path": q["path"], "segments": [[params["prompt"], answer(q["label"])]]}
             for q in read_jsonl(snakemake.input.queries)
         ]
+    if params["epoch_eval"]:  # the evaluation after every epoch reads its planned queries
+        params = {**params, "epoch_eval": {**params["epoch_eval"], "queries": snakemake.input.eval_queries}}
     job = {
         **params,
         "family": snakemake.params.family,

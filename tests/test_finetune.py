@@ -428,3 +428,38 @@ def test_lora_merged_onto_the_plain_language_model_is_its_weights_plus_the_adapt
         else:  # vision tower and projector: as trained
             assert torch.equal(weight, trained[name]), name
     assert adapted >= 7 * 2  # every targeted linear of both layers moved
+
+
+def test_evaluation_after_every_epoch_keeps_the_best_epochs_weights(tiny_models, examples, tmp_path, monkeypatch):
+    """LAVIS validated after every epoch and the paper reports the best: each epoch is evaluated through the
+    ordinary generation loop and scoring rule, and the best epoch's weights become the fine-tuned model."""
+    import vlmrepro.scoring
+    from vlmrepro.io import write_jsonl
+
+    queries = [{"item": i, "row": i, "image": f"{i}.png", "label": blip_caption_label(e["segments"][0][1]),
+                "choices": None, "question": "a photo of", "path": e["path"]} for i, e in enumerate(examples)]  # fmt: skip
+    write_jsonl(tmp_path / "queries.jsonl", queries)
+    evaluation = {"family": "blip2", "template": "{question}", "answer_marker": "a photo of", "answer_from": "generation",
+                  "dtype": "float32", "device": "cpu", "padding_side": "left", "batch_size": 8, "max_new_tokens": 6}  # fmt: skip
+    captions = [dict(e, segments=[["a photo of", blip_caption_label(e["segments"][0][1])]]) for e in examples]
+    epoch_eval = {"setting": "finetuned_caption_eval", "run": evaluation, "rule": "blip_caption",
+                  "queries": str(tmp_path / "queries.jsonl")}  # fmt: skip
+    # the tiny model answers nothing right in 3 epochs: script the scores to see which epoch is kept
+    scripted, real = iter([10.0, 50.0, 30.0]), vlmrepro.scoring.score_outputs
+    seen = []
+
+    def score(records, **kw):
+        seen.append(records)
+        return {**real(records, **kw), "accuracy": next(scripted)}
+
+    monkeypatch.setattr(vlmrepro.scoring, "score_outputs", score)
+    log = run(job(tmp_path, tiny_models / "blip2", "blip2", "qformer", captions, prompt="a photo of", answer_prefix=" ",
+                  image_aspect_ratio="original", epochs=3, epoch_eval=epoch_eval))  # fmt: skip
+    assert [(e["epoch"], e["accuracy"]) for e in log["epochs"]] == [(1, 10.0), (2, 50.0), (3, 30.0)]
+    assert log["best_epoch"] == 2 and log["accuracy_last_epoch"] == 30.0
+    assert len(seen) == 3 and all(len(r) == len(queries) and r[0]["status"] == "ok" for r in seen)  # the real loop
+    tuned = load_file(tmp_path / "out" / "model.safetensors")
+    best = load_file(tmp_path / "ckpt" / "best-epoch" / "model.safetensors")
+    last = load_file(next((tmp_path / "ckpt").glob("checkpoint-6")) / "model.safetensors")
+    name = "qformer.layernorm.weight"
+    assert torch.equal(tuned[name], best[name]) and not torch.equal(tuned[name], last[name])

@@ -131,6 +131,9 @@ def check_config(config: dict) -> None:
         where = f"finetunes.{key}"
         if recipe["base"] not in models:
             errors.append(f"{where}.base: unknown model {recipe['base']!r}")
+        every_epoch = recipe.get("evaluate_every_epoch")
+        if every_epoch and (settings.get(every_epoch, {}).get("kind") != "generate" or recipe["trainable"] == "projector+lora"):
+            errors.append(f"{where}.evaluate_every_epoch: {every_epoch!r} must be a generate setting, and the recipe not projector+lora")
         merge_base = recipe.get("lora_merge_base")
         if merge_base and (models.get(merge_base, {}).get("family") != "llm" or recipe["trainable"] != "projector+lora"):
             errors.append(f"{where}.lora_merge_base: {merge_base!r} must be a model of family llm, for trainable projector+lora")

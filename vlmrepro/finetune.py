@@ -420,6 +420,73 @@ def merge_onto_language_model(model, deltas: dict[str, torch.Tensor], llm_dir) -
                 raise ValueError(f"{llm_dir}: {source} is {tuple(base.shape)}, the model's {name} {tuple(param.shape)}")
 
 
+def _epoch_evaluation_callback(job: dict, processor, processor_model_config):
+    """After every epoch, the model generates for ``job['epoch_eval']``'s queries through the same loop and scoring
+    rule as every evaluation (:func:`vlmrepro.evaluate.run_generation`, :func:`vlmrepro.scoring.score_outputs`);
+    the best epoch's weights are kept (LAVIS's validation after each epoch, the paper's best epoch). Results are
+    appended to ``epochs.jsonl`` beside the checkpoints, so a resumed job knows the best so far."""
+    from transformers import TrainerCallback
+
+    from .evaluate import run_generation
+    from .io import read_jsonl
+    from .memory import resolve_batch_size
+    from .models import VisionLanguageModel
+    from .prompts import render
+    from .scoring import score_outputs
+
+    spec = job["epoch_eval"]
+    folder = Path(job["checkpoint_dir"])
+    files, best_dir, log = folder / "eval-files", folder / "best-epoch", folder / "epochs.jsonl"
+    queries = read_jsonl(spec["queries"])
+
+    class EvaluateEachEpoch(TrainerCallback):
+        def on_epoch_end(self, args, state, control, model=None, **kwargs):
+            if not state.is_world_process_zero:
+                return control
+            epoch = round(state.epoch)
+            done = read_jsonl(log) if log.is_file() else []
+            if any(e["epoch"] == epoch for e in done):
+                return control
+            processor.save_pretrained(files)
+            processor_model_config.save_pretrained(files)
+            model.eval()
+            vlm = VisionLanguageModel.around(model, files, spec["run"])
+            run = spec["run"]
+            size = resolve_batch_size(vlm, run, [render(run["template"], q["question"]) for q in queries])
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
+            with autocast:
+                records = run_generation(vlm, queries, run["template"], run["answer_marker"], run["max_new_tokens"],
+                                         size, "epoch", log=lambda _: None, answer_from=run["answer_from"])  # fmt: skip
+            model.train()
+            score = score_outputs(records, rule=spec["rule"])
+            entry = {"epoch": epoch, "step": state.global_step, "accuracy": score["accuracy"],
+                     "n_evaluated": score["n_evaluated"]}  # fmt: skip
+            print(f"epoch {epoch}: accuracy {score['accuracy']:.2f} on {score['n_evaluated']} items")
+            best = max((e["accuracy"] for e in done if e["accuracy"] is not None), default=None)
+            if score["accuracy"] is not None and (best is None or score["accuracy"] > best):
+                with atomic_dir(best_dir) as work:  # the first best epoch wins ties, as an argmax
+                    model.save_pretrained(work)
+            with open(log, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
+            return control
+
+    return EvaluateEachEpoch()
+
+
+def epoch_results(checkpoint_dir) -> dict:
+    """Every epoch's accuracy, the best epoch and the last (read from epochs.jsonl)."""
+    from .io import read_jsonl
+
+    log = Path(checkpoint_dir) / "epochs.jsonl"
+    epochs = read_jsonl(log) if log.is_file() else []
+    scored = [e for e in epochs if e["accuracy"] is not None]
+    if not scored:
+        return {"epochs": epochs}
+    best = max(scored, key=lambda e: e["accuracy"])
+    return {"epochs": epochs, "best_epoch": best["epoch"], "accuracy_best_epoch": best["accuracy"],
+            "accuracy_last_epoch": epochs[-1]["accuracy"]}  # fmt: skip
+
+
 def effective_recipe(job: dict, device: str, args, groups: list[dict], pad_fill, world: int, accumulation: int) -> dict:
     """Every value that reached the trainer (written as recipe.json beside the fine-tuned weights), to compare with
     the upstream recipes of docs/protocol.md#training-hyperparameters."""
@@ -503,6 +570,8 @@ def run(job: dict) -> dict:
         dataloader_num_workers=job.get("workers", 0),
         use_cpu=not device.startswith("cuda"),
         disable_tqdm=True,
+        # the other processes wait at their next collective while rank 0 evaluates an epoch (ImageNet: ~30 min)
+        ddp_timeout=4 * 3600 if job.get("epoch_eval") else 1800,
     )
     groups = parameter_groups(model, job)
     optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups], weight_decay=0.0)
@@ -514,7 +583,8 @@ def run(job: dict) -> dict:
         train_dataset=Conversations(job["examples"], image_transform(job, processor), job["group_by_modality_length"]),
         data_collator=make_collator(processor, job.get("answer_prefix", ""), model_inputs),
         optimizers=(optimizer, scheduler),
-        callbacks=[_mark_complete_callback()],
+        callbacks=[_mark_complete_callback()]
+        + ([_epoch_evaluation_callback(job, processor, model.config)] if job.get("epoch_eval") else []),
     )
     recipe = effective_recipe(job, device, args, groups, pad_fill, world, accumulation)
     # on a GPU, deterministic kernels would slow the paper's fine-tunes; there bf16 already rounds differently
@@ -526,6 +596,10 @@ def run(job: dict) -> dict:
         for e in trainer.state.log_history
         if "loss" in e
     ]
+    evaluated = epoch_results(job["checkpoint_dir"]) if job.get("epoch_eval") else {}
+    if trainer.is_world_process_zero() and "best_epoch" in evaluated:
+        # the best epoch's weights are the fine-tuned model (LAVIS reported its best validation epoch)
+        model = model_class(job["family"]).from_pretrained(Path(job["checkpoint_dir"]) / "best-epoch", dtype=dtype)
     if trainer.is_world_process_zero():
         if job["trainable"] == "projector+lora":
             deltas = lora_deltas(model)
@@ -542,6 +616,7 @@ def run(job: dict) -> dict:
         "losses": losses,
         "diverged": not all(math.isfinite(l["loss"]) for l in losses),
         "trained": job["trainable"],
+        **evaluated,
     }
 
 

@@ -105,6 +105,9 @@ def score(input, output, params, log) -> None:
             result = score_mcq(rows, seed=params.mcq["seed"])
         else:
             result = score_outputs(rows, resplit_marker=params.resplit, rule=params.rule)
+        if "epochs" in input.keys():  # evaluated after every epoch in training: the best epoch's weights were kept
+            trained = read_json(input.epochs)
+            result.update({k: trained[k] for k in ("epochs", "best_epoch", "accuracy_last_epoch") if k in trained})
         write_json(output[0], result)
         print(result, file=out)
 

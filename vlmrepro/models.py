@@ -193,6 +193,15 @@ class VisionLanguageModel:
         )
         return vlm, read_revision(model_dir)
 
+    @classmethod
+    def around(cls, model, files_dir, run: dict) -> "VisionLanguageModel":
+        """A model already in memory (a fine-tune between epochs) behind the same interface; ``files_dir`` holds its
+        processor and config."""
+        vlm = cls(files_dir, run["family"], run["dtype"], run["device"], padding_side=run["padding_side"],
+                  image_aspect_ratio=run.get("image_aspect_ratio", "original"))  # fmt: skip
+        vlm._model = model
+        return vlm
+
     def generation_settings(self) -> dict:
         return {
             "padding_side": self.padding_side,
