@@ -336,6 +336,7 @@ def generation_run(model, setting, dataset):
         **generation_batching(m, s, dataset),
         "loader_workers": m["loader_workers"],
         "max_new_tokens": s["max_new_tokens"],
+        "min_new_tokens": s["min_new_tokens"],
         "device": config["device"],
         "protocol": versions.GENERATION,
     }

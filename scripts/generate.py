@@ -38,6 +38,7 @@ with job_logging(snakemake):
         block_size=run["block_size"],
         loader_workers=run["loader_workers"],
         answer_from=run["answer_from"],
+        min_new_tokens=run["min_new_tokens"],
     )
     write_jsonl(snakemake.output.rows, records)
     write_json(

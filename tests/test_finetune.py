@@ -343,6 +343,7 @@ def test_lavis_recipe_reaches_the_trainer_and_is_written_beside_the_weights(tiny
                   global_batch=4, epochs=2)  # fmt: skip
     log = run(job(tmp_path, tiny_models / "blip2", "blip2", "qformer", captions, prompt="a photo of", answer_prefix=" ", **recipe))
     written = json.loads((tmp_path / "out" / "recipe.json").read_text())
+    assert json.loads((tmp_path / "ckpt" / "recipe.json").read_text()) == written  # beside the checkpoints too
     assert written["steps_per_epoch"] == 4 and written["schedule"] == "lavis_warmup_cosine"
     assert {g["weight_decay"] for g in written["parameter_groups"]} == {0.0, 0.05}
     assert written["job"]["warmup_steps"] == 3 and written["image_padding_colour"] is None and written["tf32"] is False

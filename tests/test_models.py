@@ -179,3 +179,19 @@ def test_fast_batching_answers_do_not_depend_on_batch_mates(right_padded):
 def test_unknown_padding_side_is_a_clear_error(tiny_models):
     with pytest.raises(ValueError, match="padding_side must be one of"):
         VisionLanguageModel(tiny_models / "blip2", "blip2", device="cpu", padding_side="middle")
+
+
+def test_min_new_tokens_forbids_an_immediate_end_of_sequence(tiny_models, rows):
+    """LAVIS's min_len 1: the fine-tuned BLIP-2's caption may not end before its first token."""
+    template, marker = TEMPLATES["blip2"]
+    vlm = VisionLanguageModel(tiny_models / "blip2", "blip2", device="cpu")
+    queries = plan_queries(rows[:1], CLASSES, "What type of object is in this photo?", 1234, candidates=None)
+    inputs = vlm.to_device(vlm.preprocess([Image.open(rows[0]["path"]).convert("RGB")], [template.replace("{question}", queries[0]["question"])]))
+    first = vlm.model.generate(**inputs, max_new_tokens=1, do_sample=False)[0, -1].item()
+    for model in (vlm.model, vlm.model.language_model):  # BLIP-2 generates through its language model's config
+        model.generation_config.eos_token_id = first  # the greedy first token now ends the sequence at once
+    quiet = {"revision": "r", "log": lambda _: None, "answer_from": "generation"}
+    ended = vlm.tokenizer.decode([first]).strip()
+    assert run_generation(vlm, queries, template, marker, 4, 1, **quiet)[0]["generation"] == ended  # stopped at once
+    forced = run_generation(vlm, queries, template, marker, 4, 1, min_new_tokens=1, **quiet)[0]["generation"]
+    assert forced and not forced.startswith(ended)  # the first token had to be another one

@@ -95,6 +95,7 @@ def run_generation(
     block_size: int | None = None,
     loader_workers: int = 0,
     answer_from: str = "last_marker",
+    min_new_tokens: int = 0,
 ) -> list[dict]:
     """Generate in batches of ``batch_size`` queries, skipping items that cannot be evaluated. Each record keeps
     the decoded ``output`` (prompt + generation), the ``generation`` alone and the ``pred`` that is scored
@@ -156,7 +157,7 @@ def run_generation(
             records[i].update(status="context_overflow", reason=_overflow_reason(n, max_new_tokens, vlm))
         fits = [i for i in batch if i not in overflow]
         if fits:
-            for i, (text, new_text) in zip(fits, vlm.generate(vlm.to_device(inputs), max_new_tokens)):
+            for i, (text, new_text) in zip(fits, vlm.generate(vlm.to_device(inputs), max_new_tokens, min_new_tokens)):
                 pred = prediction(text, new_text, answer_marker, answer_from)
                 records[i].update(status="ok", output=text, generation=new_text, pred=pred)
         if cache is not None:  # written ahead: this batch is never computed again

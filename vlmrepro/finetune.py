@@ -456,7 +456,8 @@ def _epoch_evaluation_callback(job: dict, processor, processor_model_config):
             autocast = torch.autocast("cuda", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
             with autocast:
                 records = run_generation(vlm, queries, run["template"], run["answer_marker"], run["max_new_tokens"],
-                                         size, "epoch", log=lambda _: None, answer_from=run["answer_from"])  # fmt: skip
+                                         size, "epoch", log=lambda _: None, answer_from=run["answer_from"],
+                                         min_new_tokens=run.get("min_new_tokens", 0))  # fmt: skip
             model.train()
             score = score_outputs(records, rule=spec["rule"])
             entry = {"epoch": epoch, "step": state.global_step, "accuracy": score["accuracy"],
@@ -587,6 +588,8 @@ def run(job: dict) -> dict:
         + ([_epoch_evaluation_callback(job, processor, model.config)] if job.get("epoch_eval") else []),
     )
     recipe = effective_recipe(job, device, args, groups, pad_fill, world, accumulation)
+    if _is_rank_zero():  # beside the checkpoints while training, and beside the weights after it
+        write_text(Path(job["checkpoint_dir"]) / "recipe.json", json.dumps(recipe, indent=1, default=str) + "\n")
     # on a GPU, deterministic kernels would slow the paper's fine-tunes; there bf16 already rounds differently
     with deterministic_algorithms() if device == "cpu" else contextlib.nullcontext():
         with naming_full_disk(job["checkpoint_dir"]):  # checkpoints are written inside train()

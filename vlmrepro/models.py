@@ -167,10 +167,13 @@ class VisionLanguageModel:
         return self.to_device(self.preprocess(images, prompts))
 
     @torch.inference_mode()
-    def generate(self, inputs, max_new_tokens: int) -> list[Generation]:
+    def generate(self, inputs, max_new_tokens: int, min_new_tokens: int = 0) -> list[Generation]:
         """Per item, the full decoded sequence (prompt + generation, special tokens skipped, as upstream's zero-shot
-        scripts decode it) and the generated tokens alone (as the LLaVA code base's ``model_vqa`` returns them)."""
+        scripts decode it) and the generated tokens alone (as the LLaVA code base's ``model_vqa`` returns them).
+        ``min_new_tokens`` forbids an earlier end of sequence (LAVIS's ``min_len``)."""
         extra = {"interpolate_pos_encoding": True} if self.interpolate_pos_encoding else {}
+        if min_new_tokens:
+            extra["min_new_tokens"] = min_new_tokens
         output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, **extra)
         prompt = inputs["input_ids"]
         new = output

@@ -89,10 +89,10 @@ class VllmModel:
         sequences = [prompt + list(gen) for prompt, gen in zip(inputs.prompt_ids, generated)]
         return self.processor.batch_decode(sequences, skip_special_tokens=True)
 
-    def generate(self, inputs: VllmInputs, max_new_tokens: int) -> list[Generation]:
+    def generate(self, inputs: VllmInputs, max_new_tokens: int, min_new_tokens: int = 0) -> list[Generation]:
         from vllm import SamplingParams
 
-        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, min_tokens=min_new_tokens)
         outputs = self.llm.generate(inputs.requests, params, use_tqdm=False)
         generated = [list(out.outputs[0].token_ids) for out in outputs]
         new_texts = self.processor.batch_decode(generated, skip_special_tokens=True)
