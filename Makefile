@@ -9,7 +9,7 @@ CORES ?= 2
 # or every job would compile its imports again.
 RUN := PATH="$(BIN):$$PATH" PYTHONDONTWRITEBYTECODE=
 
-.PHONY: venv demo test paper paper-dry-run estimate lint bench bench-demo demo-robustness clean-demo
+.PHONY: venv demo test paper paper-dry-run estimate lint bench bench-demo bench-gpu-tiny gpu-carry demo-robustness clean-demo
 
 venv: $(VENV)/.installed
 
@@ -43,6 +43,16 @@ bench: venv
 	$(RUN) HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/loglik.py
 	$(RUN) HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/clip.py
 	$(RUN) $(BIN)/python benchmarks/workflow.py dry-run
+
+# what benchmarks/gpu.sh needs on a machine with only torch and transformers (the lent GPU image): open_clip and
+# its two pure-Python dependencies, in .gpu-carry/ (ignored by git; carry it with the working tree)
+gpu-carry: venv
+	$(BIN)/pip install --quiet --no-deps --target .gpu-carry \
+		$$(grep -i '^open_clip_torch==' requirements.txt) ftfy wcwidth
+
+# the prepared GPU run, on this machine's CPU with the tiny models (what the test suite runs)
+bench-gpu-tiny: venv
+	$(RUN) PYTHON=$(BIN)/python benchmarks/gpu.sh --size tiny
 
 # the embedded demo from scratch: wall time and Snakemake's overhead beside its jobs
 bench-demo: venv

@@ -1,6 +1,7 @@
 """The benchmark scripts run on the CPU with the tiny models (ratios only) and report what they measure."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,33 +14,46 @@ from demo_robustness import seeded_config, spread, table  # noqa: E402
 from workflow import busy_seconds, job_intervals, overhead_report  # noqa: E402
 
 
-def bench(script, *args, tmp_path):
-    out = tmp_path / "rows.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--work", str(tmp_path), "--json",
-                           str(out), *args], capture_output=True, text=True, timeout=600, cwd=REPO)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout, json.loads(out.read_text())
+@pytest.fixture(scope="module")
+def gpu_script_on_the_cpu(tmp_path_factory):
+    """benchmarks/gpu.sh, the prepared GPU run, end to end with the tiny models on the CPU (its --size tiny mode)."""
+    out = tmp_path_factory.mktemp("bench-out")
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "OUT": str(out),
+           "PYTHON": sys.executable, "BENCH_WORK": str(out / "work")}  # fmt: skip
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), "--size", "tiny"], capture_output=True,
+                          text=True, timeout=900, cwd=REPO, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
 
 
-def test_generation_benchmark_compares_the_two_paths_on_the_same_images(tmp_path):
-    stdout, table = bench("generation.py", "--items", "8", tmp_path=tmp_path)
-    assert "| upstream: HF generate, batch 8, dataset order |" in stdout
+def test_gpu_script_prints_versions_and_every_table(gpu_script_on_the_cpu):
+    report = (gpu_script_on_the_cpu / "gpu-benchmarks.md").read_text()
+    assert "failed" not in report, report[-3000:]
+    assert "torch " in report and "transformers " in report and "open_clip " in report
+    for title in ("## Open-world generation", "## Probabilistic inference", "## CLIP zero-shot"):
+        assert title in report
+
+
+def test_generation_benchmark_compares_the_two_paths_on_the_same_images(gpu_script_on_the_cpu):
+    table = json.loads((gpu_script_on_the_cpu / "generation.json").read_text())
     upstream, ours = table["rows"]
+    assert upstream["name"] == "upstream: HF generate, batch 8, dataset order"
     assert ours["notes"] == "8/8 outputs identical"  # fp32 on the CPU: the optimised path changes nothing
     assert upstream["rate"] > 0 and ours["rate"] > 0 and table["size"] == "tiny"
 
 
-def test_loglik_benchmark_scores_equal_and_faster(tmp_path):
-    stdout, table = bench("loglik.py", "--classes", "60", tmp_path=tmp_path)
+def test_loglik_benchmark_scores_equal_and_faster_over_several_images(gpu_script_on_the_cpu):
+    table = json.loads((gpu_script_on_the_cpu / "loglik.json").read_text())
     upstream, ours = table["rows"]
+    assert "(3 images)" in ours["name"] and "(2 images)" in upstream["name"]
     difference = float(ours["notes"].split("max |score difference| ")[1].split()[0])
     assert difference < 1e-3
     assert ours["rate"] > 3 * upstream["rate"]  # one pass per chunk against ~4 single-token steps per class
 
 
-def test_clip_benchmark_predictions_identical(tmp_path):
-    stdout, table = bench("clip.py", "--items", "24", "--batch-size", "8", tmp_path=tmp_path)
-    assert table["rows"][1]["notes"] == "24/24 predictions identical"
+def test_clip_benchmark_predictions_identical(gpu_script_on_the_cpu):
+    table = json.loads((gpu_script_on_the_cpu / "clip.json").read_text())
+    assert table["rows"][1]["notes"] == "8/8 predictions identical"
 
 
 def test_full_size_refuses_a_cpu(tmp_path):

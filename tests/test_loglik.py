@@ -121,3 +121,16 @@ def test_duplicate_names_only_first_index_counts():
     arrays = {"token_logprobs": tokens, "class_offsets": offsets, "label_index": np.array([0])}
     top1 = np.argsort(np.array([[-1.0, -1.0]]), axis=-1)[:, -5:][:, ::-1][0, 0]
     assert score_loglik([{"status": "ok"}], arrays)["accuracy_sum"] == (100.0 if top1 == 0 else 0.0)
+
+
+def test_the_cache_keyword_follows_the_models_signature(llava):
+    """transformers 5.17's forward takes past_key_values and swallows an unknown cache= (a silent fresh cache);
+    later 5.x releases take cache. The keyword is read from the signature, so both work."""
+    from vlmrepro.loglik import cache_argument
+
+    class Older(torch.nn.Module):  # the 5.17 signature
+        def forward(self, input_ids=None, past_key_values=None, **kwargs):
+            return past_key_values
+
+    assert cache_argument(Older(), "kv") == {"past_key_values": "kv"}
+    assert cache_argument(llava.model, "kv") == {"cache": "kv"}  # the installed release

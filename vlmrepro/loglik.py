@@ -61,6 +61,16 @@ def packed_class_inputs(class_ids: list[list[int]], prefix_len: int, dtype: torc
     return ids[None], (prefix_len + offset)[None], mask[None, None], starts[:-1]
 
 
+def cache_argument(model, cache) -> dict:
+    """The keyword a model's forward takes its KV cache by: ``cache`` in recent transformers 5 releases,
+    ``past_key_values`` before them (5.17 swallows an unknown ``cache=`` into its kwargs and silently starts a fresh
+    cache, so the keyword is read from the signature)."""
+    import inspect
+
+    keyword = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return {keyword: cache}
+
+
 @torch.inference_mode()
 def continuation_logprobs(vlm, image, context: str, class_ids: list[list[int]], chunk: int) -> list[np.ndarray]:
     """Token log-probs of every class continuing ``context`` (with ``image``; text only when image is None).
@@ -86,8 +96,8 @@ def continuation_logprobs(vlm, image, context: str, class_ids: list[list[int]], 
                 input_ids=ids.to(vlm.device),
                 position_ids=positions.to(vlm.device),
                 attention_mask=mask.to(vlm.device),
-                cache=cache,
                 use_cache=True,
+                **cache_argument(model, cache),
             ).logits[0]
             cache.crop(-ids.shape[1])  # back to the context alone for the next chunk
             targets = torch.tensor([t for s in multi for t in s[1:]], device=logits.device)
@@ -117,7 +127,7 @@ def upstream_continuation_logprobs(vlm, image, context: str, class_ids: list[lis
             if step + 1 < len(ids):
                 mask = torch.ones(1, prefix_len + step + 1, dtype=torch.long, device=vlm.device)
                 token_ids = torch.tensor([[token]], device=vlm.device)
-                logits = model(input_ids=token_ids, attention_mask=mask, cache=cache).logits[0, -1]
+                logits = model(input_ids=token_ids, attention_mask=mask, **cache_argument(model, cache)).logits[0, -1]
         results.append(np.asarray(scores, dtype=np.float32))
     return results
 
