@@ -145,3 +145,22 @@ def test_clip_loader_workers_return_the_same_predictions(tiny_models, queries):
     inline = run_clip_zero_shot(*args, batch_size=3, revision="r", log=lambda _: None)
     loaded = run_clip_zero_shot(*args, batch_size=4, revision="r", log=lambda _: None, loader_workers=2)
     assert loaded == inline and all(r["status"] == "ok" for r in loaded)
+
+
+def test_long_jobs_log_items_done_rate_and_time_left(tiny_models, queries):
+    """Progress a user can `tail -f` on a cluster: whole lines at an interval (and at the end), from tqdm's meter."""
+    from vlmrepro.progress import Progress
+
+    lines = []
+    progress = Progress(10, "generate", lines.append, interval=0.0)
+    for _ in range(4):
+        progress.update(2)
+    assert len(lines) == 4 and lines[-1].startswith("generate:  80%") and "8/10" in lines[-1] and "<" in lines[-1]
+    quiet = Progress(10, "generate", lines.append)  # the default interval: only the last line within 30 s
+    for _ in range(10):
+        quiet.update()
+    assert len(lines) == 5 and "10/10" in lines[-1] and "\r" not in "".join(lines)
+    log = []
+    run_generation(VisionLanguageModel(tiny_models / "llava", "llava", device="cpu"), queries, TEMPLATE, MARKER, 3,
+                   batch_size=4, revision="r", log=log.append)  # fmt: skip
+    assert log[-1].startswith("generate: 100%") and f"{len(queries)}/{len(queries)}" in log[-1]

@@ -7,7 +7,6 @@ fit the model's context: recorded as N/A, never truncated).
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -16,6 +15,7 @@ from PIL import Image
 
 from .cache import cache_key
 from .datasets import first_indices, to_rgb
+from .progress import Progress
 from .prompts import extract_answer, render
 
 
@@ -151,7 +151,7 @@ def run_generation(
             inputs = vlm.preprocess([images[k] for k in kept], [prompts[batch[k]] for k in kept]) if kept else None
         return inputs, overflow
 
-    start, done = time.time(), 0
+    progress = Progress(len(todo), "generate", log)
     for batch, (inputs, overflow) in _prefetched(batches, prepare, loader_workers):
         for i, n in overflow.items():
             records[i].update(status="context_overflow", reason=_overflow_reason(n, max_new_tokens, vlm))
@@ -162,8 +162,7 @@ def run_generation(
                 records[i].update(status="ok", output=text, generation=new_text, pred=pred)
         if cache is not None:  # written ahead: this batch is never computed again
             cache.put_many({keys[i]: _computed(records[i]) for i in batch})
-        done += len(batch)
-        log(f"generated {done}/{len(todo)} ({done / max(time.time() - start, 1e-9):.2f} items/s)")
+        progress.update(len(batch))
     return records
 
 
@@ -241,6 +240,7 @@ def run_clip_zero_shot(
         num_workers=loader_workers,
         pin_memory=clip.device.startswith("cuda"),
     )
+    progress = Progress(len(todo), "classify", log)
     for batch, pixels in zip(chunks(todo, batch_size), loader):
         similarities = clip.encode_images(pixels) @ text_features.T
         predicted = similarities.argmax(dim=1).tolist()
@@ -252,5 +252,6 @@ def run_clip_zero_shot(
                 indices = [first_index[c] for c in choices]
                 pred = classes[indices[int(row[indices].argmax())]]
             records[i].update(status="ok", pred=pred)
+        progress.update(len(batch))
     log(f"classified {len(todo)} of {len(queries)} items")
     return records

@@ -20,6 +20,7 @@ from .cache import ArrayLog, cache_key
 from .datasets import first_indices
 from .evaluate import chunks, load_rgb
 from .io import atomic_path, write_json
+from .progress import Progress
 from .prompts import render
 
 
@@ -101,7 +102,9 @@ def extract(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shards, seq_lengths = [], []
-    for s in feature_files(len(todo), shard_size, *job):
+    files = list(feature_files(len(todo), shard_size, *job))
+    progress = Progress(sum(len(todo[s * shard_size : (s + 1) * shard_size]) for s in files), "extract", log)
+    for s in files:
         shard = todo[s * shard_size : (s + 1) * shard_size]
         done: list[dict] = []
         wal = None
@@ -114,6 +117,7 @@ def extract(
             raise RuntimeError(f"{wal.path}: cached items do not match the planned order; delete it to recompute")
         if n_done:
             log(f"shard {s}: {n_done} items from the cache")
+            progress.update(n_done)
         for batch in chunks(shard[n_done:], batch_size):
             f, n = encode([load_rgb(q["path"]) for q in batch])
             record = {
@@ -124,6 +128,7 @@ def extract(
             if wal is not None:
                 wal.append(record)
             done.append(record)
+            progress.update(len(batch))
         name = f"shard-{s:05d}.npz"
         _save_npz(
             out_dir / name,

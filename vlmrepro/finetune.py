@@ -360,6 +360,31 @@ def last_complete_checkpoint(folder: str | os.PathLike) -> str | None:
     return str(complete[-1]) if complete else None
 
 
+def _progress_callback():
+    from transformers import TrainerCallback
+
+    from .progress import Progress
+
+    class LogProgress(TrainerCallback):
+        """Optimiser steps done of the run's total, rate and time left in the job's log (the Trainer's own bar is
+        off: in a log file it is one line redrawn with carriage returns)."""
+
+        progress = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.progress = Progress(state.max_steps, "train", unit="steps")
+                self.progress.done = state.global_step  # a resumed job starts where its checkpoint left off
+            return control
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.update()
+            return control
+
+    return LogProgress()
+
+
 def _mark_complete_callback():
     from transformers import TrainerCallback
 
@@ -584,7 +609,7 @@ def run(job: dict) -> dict:
         train_dataset=Conversations(job["examples"], image_transform(job, processor), job["group_by_modality_length"]),
         data_collator=make_collator(processor, job.get("answer_prefix", ""), model_inputs),
         optimizers=(optimizer, scheduler),
-        callbacks=[_mark_complete_callback()]
+        callbacks=[_mark_complete_callback(), _progress_callback()]
         + ([_epoch_evaluation_callback(job, processor, model.config)] if job.get("epoch_eval") else []),
     )
     recipe = effective_recipe(job, device, args, groups, pad_fill, world, accumulation)

@@ -23,6 +23,7 @@ import torch
 from .cache import cache_key
 from .datasets import first_indices
 from .evaluate import base_record, load_rgb
+from .progress import Progress
 from .prompts import render
 
 METHODS = ("continuation", "per_class")
@@ -190,7 +191,9 @@ def run_loglik(
         )
 
     cached = 0
+    progress = Progress(len(queries), "score classes", log)
     for i, query in enumerate(queries):
+        progress.update()
         if "skip" in query:
             records[i].update(status="skipped_image", reason=query["skip"])
             continue
@@ -204,7 +207,7 @@ def run_loglik(
             if cache is not None:
                 cache.put(key, token_logprobs[i].tolist())
         records[i].update(status="ok", prompt=context)
-        log(f"scored {i + 1}/{len(queries)} items ({cached} from the cache)")
+    log(f"scored {len(queries)} items ({cached} from the cache)")
     arrays = {
         "token_logprobs": token_logprobs,
         "class_offsets": offsets,

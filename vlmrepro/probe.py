@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .intervals import attach
+from .progress import Progress
 
 
 def _train(
@@ -30,6 +31,7 @@ def _train(
     fp16_init: bool,
     select_x=None,
     select_y=None,
+    log=print,
 ):
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -40,6 +42,7 @@ def _train(
     loss_fn = torch.nn.CrossEntropyLoss()
     order = list(range(len(train_x)))
     curve, best_predictions = [], None
+    progress = Progress(epochs, "train probe", log, unit="epochs")
     for _ in range(epochs):
         if reshuffle:
             rng.shuffle(order)
@@ -60,6 +63,7 @@ def _train(
             if select_x is not None:
                 point["select"] = float((head(select_x).argmax(1) == select_y).float().mean())
         curve.append(point)
+        progress.update()
     return curve, best_predictions
 
 
