@@ -196,9 +196,9 @@ def parse_shard(shard):
 
 def shard_files(wildcards, suffix, root="results/shards"):
     """Every shard of one output, in order; ``suffix`` None for folders. Generation takes the dataset's shard count,
-    feature extraction its setting's (feature files are large: most datasets fit one)."""
+    feature extraction and probabilistic inference their setting's (most datasets fit one job)."""
     setting = SETTINGS[wildcards.setting]
-    if setting["kind"] in ("features", "clip_features"):
+    if setting["kind"] in ("features", "clip_features", "loglik"):
         count = setting["shards_by_dataset"].get(wildcards.dataset, 1)
     else:
         count = DATASETS[wildcards.dataset]["shards"]

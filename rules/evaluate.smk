@@ -82,23 +82,44 @@ rule loglik:
         classes="results/data/{dataset}/classes.json",
         model="models/{model}",
     output:
-        rows="results/outputs/{model}/{dataset}/{setting}.jsonl",
-        logprobs="results/outputs/{model}/{dataset}/{setting}.npz",
-        meta="results/outputs/{model}/{dataset}/{setting}.meta.json",
+        rows="results/shards/{model}/{dataset}/{setting}/{shard}.jsonl",
+        logprobs="results/shards/{model}/{dataset}/{setting}/{shard}.npz",
+        meta="results/shards/{model}/{dataset}/{setting}/{shard}.meta.json",
     log:
-        "logs/loglik/{model}/{dataset}/{setting}.log",
+        "logs/loglik/{model}/{dataset}/{setting}/{shard}.log",
     wildcard_constraints:
         model=one_of(VLM_MODELS),
         setting=one_of(LOGLIK_SETTINGS),
+        shard=SHARD,
     conda:
         "../envs/models.yaml"
     resources:
         gpu=model_gpus,
     params:
         run=loglik_params,
-        cache="results/cache/loglik/{model}/{dataset}/{setting}.jsonl",
+        shard=lambda wc: parse_shard(wc.shard),
+        # each scored item, written ahead: a killed job's rerun scores only the unfinished items
+        cache="results/cache/loglik/{model}/{dataset}/{setting}/{shard}.jsonl",
     script:
         "../scripts/loglik.py"
+
+
+rule gather_loglik:
+    input:
+        rows=lambda wc: shard_files(wc, "jsonl"),
+        logprobs=lambda wc: shard_files(wc, "npz"),
+        meta=lambda wc: shard_files(wc, "meta.json"),
+    output:
+        rows="results/outputs/{model}/{dataset}/{setting}.jsonl",
+        logprobs="results/outputs/{model}/{dataset}/{setting}.npz",
+        meta="results/outputs/{model}/{dataset}/{setting}.meta.json",
+    log:
+        "logs/gather_loglik/{model}/{dataset}/{setting}.log",
+    wildcard_constraints:
+        model=one_of(VLM_MODELS),
+        setting=one_of(LOGLIK_SETTINGS),
+    run:
+        jobs.gather_loglik(input, output, log)
 
 
 rule score_loglik:

@@ -1,9 +1,11 @@
 import time
+from pathlib import Path
 
 import numpy as np
 
 from vlmrepro.cache import WriteAheadCache
 from vlmrepro.datasets import load_class_list
+from vlmrepro.evaluate import shard_slice
 from vlmrepro.io import atomic_path, read_jsonl, write_json, write_jsonl
 from vlmrepro.loglik import run_loglik
 from vlmrepro.models import VisionLanguageModel
@@ -12,10 +14,14 @@ from vlmrepro.smk import job_logging
 with job_logging(snakemake):
     run = snakemake.params.run
     start = time.time()
+    queries = read_jsonl(snakemake.input.queries)
+    index, count = snakemake.params.shard
+    part = shard_slice(len(queries), 1, index, count)  # each item is scored alone: any split gives the same scores
     vlm, revision = VisionLanguageModel.for_job(snakemake.input.model, run)
+    cache_file = Path(snakemake.params.cache)
     records, arrays = run_loglik(
         vlm,
-        read_jsonl(snakemake.input.queries),
+        queries[part],
         load_class_list(snakemake.input.classes),
         run["template"],
         run["method"],
@@ -23,8 +29,8 @@ with job_logging(snakemake):
         run["chunk"],
         revision,
         text_prior=run["text_prior"],
-        # each scored item, written ahead: a killed job's rerun scores only the unfinished items
-        cache=WriteAheadCache(snakemake.params.cache),
+        # each scored item, written ahead; entries written under another shard count are reused (item keys)
+        cache=WriteAheadCache(cache_file, also_read=sorted(cache_file.parent.glob("*.jsonl"))),
         cache_context={**run, **vlm.generation_settings(), "model_revision": revision},
     )
     with atomic_path(snakemake.output.logprobs) as tmp:
@@ -33,5 +39,12 @@ with job_logging(snakemake):
     write_jsonl(snakemake.output.rows, records)
     write_json(
         snakemake.output.meta,
-        {**run, **vlm.generation_settings(), "model_revision": revision, "seconds": round(time.time() - start, 2)},
+        {
+            **run,
+            **vlm.generation_settings(),
+            "model_revision": revision,
+            "shard": f"{index}-of-{count}",
+            "items": [part.start, part.stop],
+            "seconds": round(time.time() - start, 2),
+        },
     )

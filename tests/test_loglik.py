@@ -1,6 +1,8 @@
 """Probabilistic inference: packed class scoring (one pass per chunk over the shared context) equals the upstream one-class, one-token-at-a-time loop, and
 the Sum / Avg / CFG scores follow docs/protocol.md#probabilistic-inference-scores."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -134,3 +136,41 @@ def test_the_cache_keyword_follows_the_models_signature(llava):
 
     assert cache_argument(Older(), "kv") == {"past_key_values": "kv"}
     assert cache_argument(llava.model, "kv") == {"cache": "kv"}  # the installed release
+
+
+def test_shards_gather_into_one_jobs_output(llava, tmp_path):
+    """Probabilistic inference split into jobs of consecutive items (ImageNet: 50,000 images), gathered: the rows
+    byte for byte and the arrays equal to one job's, whatever the shard count."""
+    from types import SimpleNamespace
+
+    from vlmrepro.evaluate import shard_slice
+    from vlmrepro.io import write_jsonl
+    from vlmrepro.jobs import gather_loglik
+
+    rows = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((32, 32, 3), 30 * i, dtype=np.uint8)).save(path)
+        rows.append({"row": i, "image": f"./x/{i}.png", "path": str(path), "label": CLASSES[i % 3], "split": "test"})
+    queries = plan_queries(rows, CLASSES, "What type of object is in this photo?", 1234)
+    args = (CLASSES, "USER: <image>\n{question}\nASSISTANT: The photo features a", "continuation",
+            "What type of object is in this photo?", 4, "r")  # fmt: skip
+    whole = run_loglik(llava, queries, *args, text_prior=True, log=lambda _: None)
+    files = {"rows": [], "logprobs": [], "meta": []}
+    for index in range(3):
+        part = queries[shard_slice(len(queries), 1, index, 3)]
+        records, arrays = run_loglik(llava, part, *args, text_prior=True, log=lambda _: None)
+        for kind, path in (("rows", f"{index}.jsonl"), ("logprobs", f"{index}.npz"), ("meta", f"{index}.json")):
+            files[kind].append(str(tmp_path / path))
+        write_jsonl(files["rows"][-1], records)
+        np.savez_compressed(files["logprobs"][-1], **arrays)
+        (tmp_path / f"{index}.json").write_text(json.dumps({"model": "m", "seconds": 1.0, "shard": f"{index}-of-3"}))
+    out = SimpleNamespace(rows=str(tmp_path / "all.jsonl"), logprobs=str(tmp_path / "all.npz"), meta=str(tmp_path / "all.json"))
+    gather_loglik(SimpleNamespace(**files), out, [str(tmp_path / "gather.log")])
+    write_jsonl(tmp_path / "whole.jsonl", whole[0])
+    assert (tmp_path / "all.jsonl").read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+    with np.load(out.logprobs) as gathered:
+        assert set(gathered) == set(whole[1])
+        for key, value in whole[1].items():
+            assert np.array_equal(gathered[key], value), key
+    assert json.loads((tmp_path / "all.json").read_text())["shards"] == 3

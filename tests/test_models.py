@@ -195,3 +195,16 @@ def test_min_new_tokens_forbids_an_immediate_end_of_sequence(tiny_models, rows):
     assert run_generation(vlm, queries, template, marker, 4, 1, **quiet)[0]["generation"] == ended  # stopped at once
     forced = run_generation(vlm, queries, template, marker, 4, 1, min_new_tokens=1, **quiet)[0]["generation"]
     assert forced and not forced.startswith(ended)  # the first token had to be another one
+
+
+def test_clip_uint8_pixels_scaled_on_the_device_equal_the_float_preprocessing(tiny_models, rows):
+    """The loader ships uint8 pixels (a quarter of the bytes); scaling and normalising them where the model runs
+    gives the preprocessing's exact values (same float32 operations)."""
+    import torch
+
+    clip = ClipModel(tiny_models / "open_clip", device="cpu")
+    images = [Image.open(r["path"]).convert("RGB") for r in rows]
+    small = torch.stack([clip.uint8_pixels(image) for image in images])
+    assert small.dtype == torch.uint8 and small.shape[1] == 3
+    floats = torch.stack([clip.preprocess(image) for image in images])
+    assert torch.equal(clip.encode_images(small), clip.encode_images(floats))

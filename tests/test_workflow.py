@@ -230,7 +230,9 @@ def test_demo_dry_run_plans_the_whole_dag(tmp_path):
     assert jobs["finetune"] == 4 + 1 and jobs["build_instruction_mix"] == 1 and jobs["world_dataset"] == 2
     # features: shapes12's in 2 jobs of one feature file each (settings.features.shards_by_dataset), shapes36's of
     # the trained LLaVA, and CLIP's of both; probabilistic inference of the LLaVA (shapes36) and BLIP-2 (shapes12)
-    assert jobs["loglik"] == 2 and jobs["gather_features"] == 2 + 2 and jobs["extract_features"] == 3 + 2
+    # (the LLaVA's in two jobs, gathered: settings.prob_inference.shards_by_dataset)
+    assert jobs["loglik"] == 2 + 1 and jobs["gather_loglik"] == 2
+    assert jobs["gather_features"] == 2 + 2 and jobs["extract_features"] == 3 + 2
     # the LLaVA's 4 probes on shapes12 (Tables 3, 10) and 2 on shapes36 (Table 3, finding 3); CLIP's linear probes
     assert jobs["probe"] == 4 + 2 + 2
     assert jobs["correlate_frequency"] == 6 and jobs["build_table"] == 13 and jobs["rescore_synonyms"] == 2

@@ -235,7 +235,7 @@ def run_clip_zero_shot(
         else:
             todo.append(i)
     loader = torch.utils.data.DataLoader(
-        _PreprocessedImages([queries[i]["path"] for i in todo], clip.preprocess),
+        _PreprocessedImages([queries[i]["path"] for i in todo], clip.uint8_pixels),
         batch_size=batch_size,
         num_workers=loader_workers,
         pin_memory=clip.device.startswith("cuda"),

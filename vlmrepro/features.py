@@ -53,7 +53,7 @@ def vlm_features(vlm, images, prompt: str, positions: list) -> tuple[np.ndarray,
 
 @torch.inference_mode()
 def clip_features(clip, images) -> np.ndarray:
-    pixels = torch.stack([clip.preprocess(img) for img in images])
+    pixels = torch.stack([clip.uint8_pixels(img) for img in images])
     return clip.encode_images(pixels)[:, None, :].cpu().numpy()  # already L2-normalised; one "position"
 
 

@@ -72,6 +72,37 @@ def gather_outputs(input, output, log) -> None:
         print(f"{len(rows)} rows from {len(metas)} shard(s)", file=out)
 
 
+LOGLIK_PER_ITEM = ("token_logprobs", "label_index")  # the other arrays (class offsets, text prior) are shared
+
+
+def gather_loglik(input, output, log) -> None:
+    """Shards of probabilistic inference in order: rows concatenated (byte-identical to one job's), the per-item
+    arrays stacked, the shared ones (the same in every shard, checked) kept once."""
+    import numpy as np
+
+    with _logged(log[0]) as out:
+        rows = [row for path in input.rows for row in read_jsonl(path)]
+        parts = []
+        for path in input.logprobs:
+            with np.load(path) as npz:
+                parts.append(dict(npz))
+        arrays = {key: np.concatenate([p[key] for p in parts]) for key in LOGLIK_PER_ITEM}
+        for key in sorted(set(parts[0]) - set(LOGLIK_PER_ITEM)):
+            for path, part in zip(input.logprobs[1:], parts[1:]):
+                if not np.array_equal(part[key], parts[0][key]):
+                    raise ValueError(f"{path}: {key} differs from {input.logprobs[0]}'s (shards of different runs?)")
+            arrays[key] = parts[0][key]
+        with atomic_path(output.logprobs) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez_compressed(handle, **arrays)
+        metas = [read_json(path) for path in input.meta]
+        merged = {k: v for k, v in metas[0].items() if k not in ("shard", "items", "seconds")}
+        merged.update(shards=len(metas), seconds=round(sum(m["seconds"] for m in metas), 2))
+        write_jsonl(output.rows, rows)
+        write_json(output.meta, merged)
+        print(f"{len(rows)} rows from {len(metas)} shard(s)", file=out)
+
+
 def gather_features(input, output, log) -> None:
     """The jobs' feature files moved into one folder (they are numbered over the whole run) with one index."""
     import os

@@ -218,6 +218,17 @@ class VisionLanguageModel:
         }
 
 
+def split_preprocess(preprocess):
+    """open_clip's preprocessing as (the steps before ToTensor, mean, std): its last two steps must be ToTensor and
+    Normalize, which :meth:`ClipModel.encode_images` then does on the device."""
+    from torchvision import transforms
+
+    *before, to_tensor, normalize = preprocess.transforms
+    if not isinstance(to_tensor, transforms.ToTensor) or not isinstance(normalize, transforms.Normalize):
+        raise ValueError(f"unexpected CLIP preprocessing (expected ... ToTensor, Normalize): {preprocess}")
+    return transforms.Compose(before), list(normalize.mean), list(normalize.std)
+
+
 def load_generator(model_dir, run: dict):
     """The generation backend a job's params name (``transformers`` or ``vllm``) and the model's revision."""
     backend = run.get("backend", "transformers")
@@ -242,6 +253,9 @@ class ClipModel:
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         model, _, self.preprocess = open_clip.create_model_and_transforms(f"local-dir:{os.path.abspath(model_dir)}")
+        self.resize_and_crop, mean, std = split_preprocess(self.preprocess)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device)[:, None, None]
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device)[:, None, None]
         self.model = model.to(self.device, self.dtype).eval()
         self.tokenizer = open_clip.get_tokenizer(f"local-dir:{os.path.abspath(model_dir)}")
 
@@ -253,7 +267,19 @@ class ClipModel:
             feats.append(torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1))
         return torch.cat(feats)
 
+    def uint8_pixels(self, image) -> torch.Tensor:
+        """The image resized and cropped as the model's preprocessing does, as uint8 channels-first pixels: a
+        quarter of float32's bytes to decode, batch and copy to the device (:meth:`encode_images` scales them)."""
+        from torchvision.transforms.functional import pil_to_tensor
+
+        return pil_to_tensor(self.resize_and_crop(image))
+
     @torch.inference_mode()
     def encode_images(self, pixel_batch: torch.Tensor) -> torch.Tensor:
-        feats = self.model.encode_image(pixel_batch.to(self.device, self.dtype, non_blocking=True))
+        """Normalised image embeddings; uint8 pixels are scaled and normalised on the device, in float32 and by the
+        same operations as the preprocessing's ToTensor and Normalize (the same values on a CPU)."""
+        pixels = pixel_batch.to(self.device, non_blocking=True)
+        if pixels.dtype == torch.uint8:
+            pixels = (pixels.float().div(255) - self.mean) / self.std
+        feats = self.model.encode_image(pixels.to(self.dtype))
         return torch.nn.functional.normalize(feats.float(), dim=-1)
