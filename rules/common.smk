@@ -331,6 +331,7 @@ def generation_run(model, setting, dataset):
         "model": model,
         "backend": m["backend"],
         "attention": m["attention"],
+        "kv_cache": m["kv_cache"],
         "dtype": m["dtype"],
         "image_aspect_ratio": m["image_aspect_ratio"],
         **generation_batching(m, s, dataset),

@@ -36,10 +36,12 @@ def test_gpu_script_prints_versions_and_every_table(gpu_script_on_the_cpu):
 
 def test_generation_benchmark_compares_the_two_paths_on_the_same_images(gpu_script_on_the_cpu):
     table = json.loads((gpu_script_on_the_cpu / "generation.json").read_text())
-    upstream, ours = table["rows"]
+    upstream, dynamic, static = table["rows"]
     assert upstream["name"] == "upstream: HF generate, batch 8, dataset order"
-    assert ours["notes"] == "8/8 outputs identical"  # fp32 on the CPU: the optimised path changes nothing
-    assert upstream["rate"] > 0 and ours["rate"] > 0 and table["size"] == "tiny"
+    assert dynamic["name"].endswith("dynamic KV cache") and "static KV cache" in static["name"]
+    # fp32 on the CPU: the optimised paths change nothing
+    assert dynamic["notes"] == static["notes"] == "8/8 outputs identical"
+    assert upstream["rate"] > 0 and dynamic["rate"] > 0 and static["rate"] > 0 and table["size"] == "tiny"
 
 
 def test_loglik_benchmark_scores_equal_and_faster_over_several_images(gpu_script_on_the_cpu):

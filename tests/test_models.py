@@ -208,3 +208,21 @@ def test_clip_uint8_pixels_scaled_on_the_device_equal_the_float_preprocessing(ti
     assert small.dtype == torch.uint8 and small.shape[1] == 3
     floats = torch.stack([clip.preprocess(image) for image in images])
     assert torch.equal(clip.encode_images(small), clip.encode_images(floats))
+
+
+@pytest.mark.parametrize("family", ["llava", "llava_next"])
+def test_static_kv_cache_gives_the_dynamic_caches_tokens(family, tiny_models, rows):
+    """kv_cache static (compiled on a GPU) must not change an answer: in float32 on the CPU the tokens are equal."""
+    from vlmrepro.models import pick_kv_cache
+
+    template, marker = TEMPLATES[family]
+    queries = plan_queries(rows, CLASSES, "What type of object is in this photo?", 1234, candidates=3)
+    outputs = {}
+    for kv_cache in ("dynamic", "static"):
+        vlm = VisionLanguageModel(tiny_models / family, family, device="cpu", kv_cache=kv_cache)
+        assert vlm.generation_settings()["kv_cache"] == kv_cache
+        records = run_generation(vlm, queries, template, marker, 6, batch_size=3, revision="r", log=lambda _: None)
+        outputs[kv_cache] = [r["output"] for r in records]
+    assert outputs["static"] == outputs["dynamic"]
+    assert pick_kv_cache("auto", family, "cuda") == "static" and pick_kv_cache("auto", family, "cpu") == "dynamic"
+    assert pick_kv_cache("auto", "blip2", "cuda") == "dynamic"

@@ -48,6 +48,21 @@ def pick_attention(name: str, device: str) -> str:
     return "flash_attention_2" if device.startswith("cuda") and importlib.util.find_spec("flash_attn") else "sdpa"
 
 
+KV_CACHES = ("auto", "static", "dynamic")
+STATIC_CACHE_FAMILIES = ("llava", "llava_next")  # decoder-only generation from input ids (BLIP-2 generates from embeddings)
+
+
+def pick_kv_cache(name: str, family: str, device: str) -> str:
+    """``auto``: a static KV cache (and, by transformers, a compiled decoding step) for the LLaVA families on a GPU,
+    where a dynamic cache grows by a copy at every step, else dynamic; ``static`` anywhere (uncompiled on the CPU);
+    ``dynamic``."""
+    if name not in KV_CACHES:
+        raise ValueError(f"unknown kv_cache {name!r}; expected one of {KV_CACHES}")
+    if name == "auto":
+        return "static" if device.startswith("cuda") and family in STATIC_CACHE_FAMILIES else "dynamic"
+    return name
+
+
 def model_class(family: str):
     import transformers
 
@@ -93,6 +108,7 @@ class VisionLanguageModel:
         padding_side: str = "left",
         attention: str = "auto",
         image_aspect_ratio: str = "original",
+        kv_cache: str = "dynamic",
     ):
         from transformers import AutoConfig, AutoProcessor
 
@@ -101,6 +117,7 @@ class VisionLanguageModel:
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.attention = pick_attention(attention, self.device)
+        self.static_cache = pick_kv_cache(kv_cache, family, self.device) == "static"
         self.processor = AutoProcessor.from_pretrained(self.model_dir)
         self.tokenizer = self.processor.tokenizer
         if padding_side not in PADDING_SIDES:
@@ -174,6 +191,8 @@ class VisionLanguageModel:
         extra = {"interpolate_pos_encoding": True} if self.interpolate_pos_encoding else {}
         if min_new_tokens:
             extra["min_new_tokens"] = min_new_tokens
+        if self.static_cache:  # preallocated KV cache; on CUDA transformers compiles the decoding step (CUDA graphs)
+            extra["cache_implementation"] = "static"
         output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, **extra)
         prompt = inputs["input_ids"]
         new = output
@@ -193,6 +212,7 @@ class VisionLanguageModel:
             padding_side=run["padding_side"],
             attention=run.get("attention", "auto"),
             image_aspect_ratio=run.get("image_aspect_ratio", "original"),
+            kv_cache=run.get("kv_cache", "dynamic"),
         )
         return vlm, read_revision(model_dir)
 
@@ -211,6 +231,7 @@ class VisionLanguageModel:
             "checkpoint_padding_side": self.checkpoint_padding_side,
             "image_aspect_ratio": "original" if self.pad_fill is None else "pad",
             "interpolate_pos_encoding": self.interpolate_pos_encoding,
+            "kv_cache": "static" if self.static_cache else "dynamic",
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": self.device,
             "attention": self.attention,
