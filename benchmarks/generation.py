@@ -47,8 +47,37 @@ def upstream_loop(vlm, paths: list[str], batch_size: int = 8) -> list[str]:
     return texts
 
 
+def vllm_row(args, vlm, queries, flop, peak, items) -> dict:
+    """The vLLM backend on the same images and prompts, its engine handed the whole job in one call. Its random
+    weights (load_format dummy) are not the transformers model's, so outputs are not compared."""
+    import gc
+
+    import torch
+
+    from vlmrepro.vllm_backend import VllmModel
+
+    vlm._model = None  # the transformers copy leaves the GPU to the engine
+    gc.collect()
+    torch.cuda.empty_cache()
+    served = VllmModel(vlm.model_dir, "llava", device=args.device, name="bench", gpu_memory_utilization=0.85,
+                       load_format="dummy")  # fmt: skip
+    run = lambda: run_generation(served, queries, TEMPLATE, MARKER, NEW_TOKENS, len(queries), "bench",  # noqa: E731
+                                 log=lambda _: None, block_size=len(queries), min_new_tokens=NEW_TOKENS)  # fmt: skip
+    run()  # warm-up: engine start, CUDA graphs
+    _, seconds, memory = timed(run, args.device)
+    rate = items / seconds
+    return {"name": "vLLM backend, whole job in one call (random weights)", "unit": "images/s", "rate": rate,
+            "memory": memory, "notes": "other random weights: outputs not compared",
+            "mfu": rate * flop / (peak * 1e12) if peak else None}  # fmt: skip
+
+
 def main() -> None:
-    args = arguments(__doc__, workers=dict(type=int, default=4, help="decoding threads of our path"))
+    args = arguments(
+        __doc__,
+        workers=dict(type=int, default=4, help="decoding threads of our path"),
+        backend=dict(choices=("transformers", "vllm"), default="transformers",
+                     help="vllm: also time the vLLM backend (random weights, load_format dummy; vllm installed)"),
+    )  # fmt: skip
     folder = work_dir(args)
     items = args.items or (512 if args.size == "full" else 64)
     paths = write_jpegs(folder / "jpeg", items)
@@ -88,6 +117,8 @@ def main() -> None:
         rate = items / secs
         rows.append({"name": name, "unit": "images/s", "rate": rate, "memory": mem, "notes": notes,
                      "mfu": rate * flop / (peak * 1e12) if peak and args.device.startswith("cuda") else None})  # fmt: skip
+    if args.backend == "vllm":
+        rows.append(vllm_row(args, vlm, queries, flop, peak, items))
     print_table(f"Open-world generation, {NEW_TOKENS} new tokens, {items} JPEG images "
                 f"({flop / 1e9:.4g} GFLOP per image)", args, rows)  # fmt: skip
 

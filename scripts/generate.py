@@ -35,7 +35,7 @@ with job_logging(snakemake):
         revision,
         cache=cache,
         cache_context={**run, **vlm.generation_settings(), "model_revision": revision},
-        block_size=run["block_size"],
+        block_size=max(run["block_size"], batch_size),  # vLLM takes the whole shard in one call
         loader_workers=run["loader_workers"],
         answer_from=run["answer_from"],
         min_new_tokens=run["min_new_tokens"],

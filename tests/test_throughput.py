@@ -100,6 +100,8 @@ def test_vllm_backend_assembles_the_transformers_text_from_the_same_tokens(tiny_
     run = {"backend": "vllm", "family": "llava", "dtype": "bfloat16", "device": "cpu", "model": "tiny-llava"}
     served, revision = load_generator(tiny_models / "llava", run)
     assert revision == "local" and served.generation_settings()["backend"] == "vllm"
+    # the engine takes a whole job in one call (it schedules the requests itself), never one batch at a time
+    assert resolve_batch_size(served, {"batch_size": 8, "max_batch_size": 256}, ["x"] * 700) == 700
     batch = queries[:4]
     images, prompts = [load_rgb(q["path"]) for q in batch], [render(TEMPLATE, q["question"]) for q in batch]
     requests = served.preprocess(images, prompts)

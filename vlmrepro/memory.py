@@ -80,10 +80,11 @@ def auto_batch_size(vlm, model: str, max_text_tokens: int, max_new_tokens: int, 
 
 def resolve_batch_size(vlm, run: dict, prompts: list[str]) -> int:
     """A job's batch size: the configured number, or ``auto`` from the device's free memory for the job's longest
-    prompt (backends that manage their own memory take ``max_batch_size``)."""
+    prompt. A backend that schedules its own requests (vLLM) takes the whole job in one call, so that its engine
+    never drains between batches (its answers do not depend on batch-mates)."""
+    if getattr(vlm, "manages_memory", False):
+        return max(len(prompts), 1)
     if run["batch_size"] != "auto":
         return int(run["batch_size"])
-    if getattr(vlm, "manages_memory", False):
-        return int(run["max_batch_size"])
     longest = max(vlm.prompt_token_lower_bounds(prompts), default=0)
     return auto_batch_size(vlm, run.get("model", vlm.model_dir), longest, run["max_new_tokens"], run["max_batch_size"])

@@ -32,7 +32,7 @@ class VllmModel:
     padding_side = "none"  # each request runs alone: nothing is padded
 
     def __init__(self, model_dir, family: str, dtype: str = "bfloat16", device: str = "auto", name: str = "",
-                 gpu_memory_utilization: float = 0.9):  # fmt: skip
+                 gpu_memory_utilization: float = 0.9, load_format: str = "auto"):  # fmt: skip
         from transformers import AutoConfig, AutoProcessor
 
         if family not in FAMILIES:
@@ -41,6 +41,7 @@ class VllmModel:
         self.device = pick_device(device)
         self.dtype_name = dtype
         self.gpu_memory_utilization = gpu_memory_utilization
+        self.load_format = load_format  # "dummy": random weights of the checkpoint's shapes (benchmarks)
         self.processor = AutoProcessor.from_pretrained(self.model_dir)
         self.tokenizer = self.processor.tokenizer
         self.max_context = int(AutoConfig.from_pretrained(self.model_dir).text_config.max_position_embeddings)
@@ -66,6 +67,7 @@ class VllmModel:
                 max_model_len=self.max_context,
                 limit_mm_per_prompt={"image": 1},
                 gpu_memory_utilization=self.gpu_memory_utilization,
+                load_format=self.load_format,
                 seed=0,
             )
         return self._llm
