@@ -379,7 +379,8 @@ def test_changing_the_seed_reruns_plans_and_everything_after(demo_run, tmp_path)
     n_plans = len(list((demo_run / "results/queries").glob("*/*.jsonl")))
     n_outputs = len(list((demo_run / "results/outputs").glob("*/*/*.jsonl")))
     assert jobs["plan_queries"] == n_plans
-    assert jobs["generate"] + jobs["clip_zero_shot"] + jobs["loglik"] == n_outputs
+    # every output again: generation and probabilistic inference gather their shards, CLIP writes its own
+    assert jobs["gather_outputs"] + jobs["clip_zero_shot"] + jobs["gather_loglik"] == n_outputs
     assert "build_tiny_model" not in jobs and "prepare_split" not in jobs
 
 
