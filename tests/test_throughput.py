@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import transformers as tf
 from PIL import Image
 
@@ -166,3 +167,12 @@ def test_long_jobs_log_items_done_rate_and_time_left(tiny_models, queries):
     run_generation(VisionLanguageModel(tiny_models / "llava", "llava", device="cpu"), queries, TEMPLATE, MARKER, 3,
                    batch_size=4, revision="r", log=log.append)  # fmt: skip
     assert log[-1].startswith("generate: 100%") and f"{len(queries)}/{len(queries)}" in log[-1]
+
+
+def test_clip_loader_batches_are_small_and_join_into_the_model_batches():
+    from vlmrepro.evaluate import _joined, loader_batch
+
+    assert [loader_batch(n) for n in (512, 128, 100, 24, 97)] == [32, 32, 25, 24, 1]
+    loader = [torch.full((25,), k) for k in range(9)] + [torch.full((3,), 9)]  # 228 items in loader batches
+    joined = list(_joined(loader, 100))
+    assert [len(b) for b in joined] == [100, 100, 28] and torch.equal(torch.cat(joined), torch.cat(loader))

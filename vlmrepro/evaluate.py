@@ -209,6 +209,26 @@ class _PreprocessedImages:
         return self.preprocess(load_rgb(self.paths[k]))
 
 
+def loader_batch(batch_size: int, most: int = 32) -> int:
+    """The largest divisor of ``batch_size`` up to ``most``: loader batches that join exactly into model batches."""
+    return next(d for d in range(min(batch_size, most), 0, -1) if batch_size % d == 0)
+
+
+def _joined(loader, size: int):
+    """The loader's small batches, concatenated into batches of ``size`` (the last may be smaller)."""
+    import torch
+
+    parts, held = [], 0
+    for part in loader:
+        parts.append(part)
+        held += len(part)
+        if held >= size:
+            yield torch.cat(parts)
+            parts, held = [], 0
+    if parts:
+        yield torch.cat(parts)
+
+
 def run_clip_zero_shot(
     clip,
     queries: list[dict],
@@ -236,12 +256,14 @@ def run_clip_zero_shot(
             todo.append(i)
     loader = torch.utils.data.DataLoader(
         _PreprocessedImages([queries[i]["path"] for i in todo], clip.uint8_pixels),
-        batch_size=batch_size,
+        # small loader batches: every worker starts decoding at once and the first model batch is ready early;
+        # they are joined into model batches of batch_size, so the model sees the same batches (same numbers)
+        batch_size=loader_batch(batch_size),
         num_workers=loader_workers,
         pin_memory=clip.device.startswith("cuda"),
     )
     progress = Progress(len(todo), "classify", log)
-    for batch, pixels in zip(chunks(todo, batch_size), loader):
+    for batch, pixels in zip(chunks(todo, batch_size), _joined(loader, batch_size)):
         similarities = clip.encode_images(pixels) @ text_features.T
         predicted = similarities.argmax(dim=1).tolist()
         for row, i, top in zip(similarities, batch, predicted):
