@@ -587,10 +587,9 @@ def table_cells(table):
                         "paper_metric": column["paper_metric"],
                     }
                     excluded = exclusion_reason(spec["exclude"], cell)
-                    if excluded:
-                        cell["not_run"] = f"not run: {excluded}"
-                    elif api_not_run(key):
-                        cell["not_run"] = api_not_run(key)
+                    not_run = f"not run: {excluded}" if excluded else api_not_run(key)
+                    if not_run:
+                        cell["not_run"] = not_run
                     cells.append(cell)
     return cells
 

@@ -6,8 +6,8 @@ import yaml
 
 from conftest import REPO
 from vlmrepro.paper import load_paper_results
-from vlmrepro.report import KEY, coverage, delta_unit, label_order_from_padding, load_text_numbers, padding_effect
-from vlmrepro.tables import COLUMNS
+from vlmrepro.report import KEY, coverage, label_order_from_padding, load_text_numbers, padding_effect
+from vlmrepro.tables import COLUMNS, delta_unit
 
 
 def _text_table_cells(config: dict) -> set[tuple]:

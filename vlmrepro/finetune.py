@@ -48,10 +48,10 @@ def blip_caption_label(label: str) -> str:
     return " ".join(text.split(" ")[:50])
 
 
-def image_transform(job: dict, processor):
-    """What happens to a training image before the processor: LLaVA's pad-to-square (``image_aspect_ratio pad``),
-    LAVIS's ``blip2_image_train`` augmentation (a random crop of 50-100 % of the area resized to ``image_size``,
-    bicubic, flipped at random; the processor then only normalises), or nothing."""
+def image_transform(job: dict, pad_fill: tuple[int, ...] | None):
+    """What happens to a training image before the processor: LLaVA's pad-to-square onto ``pad_fill``
+    (``image_aspect_ratio pad``), LAVIS's ``blip2_image_train`` augmentation (a random crop of 50-100 % of the area
+    resized to ``image_size``, bicubic, flipped at random; the processor then only normalises), or nothing."""
     from functools import partial
 
     from .datasets import pad_to_square
@@ -63,8 +63,8 @@ def image_transform(job: dict, processor):
             job["image_size"], scale=(0.5, 1.0), interpolation=transforms.InterpolationMode.BICUBIC
         )
         return transforms.Compose([crop, transforms.RandomHorizontalFlip()])
-    if job["image_aspect_ratio"] == "pad":
-        return partial(pad_to_square, fill=processor_mean_colour(processor.image_processor))
+    if pad_fill is not None:
+        return partial(pad_to_square, fill=pad_fill)
     return None
 
 
@@ -459,36 +459,40 @@ def _epoch_evaluation_callback(job: dict, processor, processor_model_config):
     from .prompts import render
     from .scoring import score_outputs
 
-    spec = job["epoch_eval"]
+    spec, run = job["epoch_eval"], job["epoch_eval"]["run"]
     folder = Path(job["checkpoint_dir"])
     files, best_dir, log = folder / "eval-files", folder / "best-epoch", folder / "epochs.jsonl"
     queries = read_jsonl(spec["queries"])
 
     class EvaluateEachEpoch(TrainerCallback):
+        vlm = None  # the training model behind the evaluation interface, built at the first evaluation
+
         def on_epoch_end(self, args, state, control, model=None, **kwargs):
             if not state.is_world_process_zero:
                 return control
             epoch = round(state.epoch)
-            done = read_jsonl(log) if log.is_file() else []
-            if any(e["epoch"] == epoch for e in done):
+            done = epoch_results(folder)
+            if any(e["epoch"] == epoch for e in done["epochs"]):
                 return control
-            processor.save_pretrained(files)
-            processor_model_config.save_pretrained(files)
+            if self.vlm is None:
+                processor.save_pretrained(files)
+                processor_model_config.save_pretrained(files)
+                self.vlm = VisionLanguageModel.around(model, files, run)
+                prompts = [render(run["template"], q["question"]) for q in queries]
+                self.batch_size = resolve_batch_size(self.vlm, run, prompts)
             model.eval()
-            vlm = VisionLanguageModel.around(model, files, spec["run"])
-            run = spec["run"]
-            size = resolve_batch_size(vlm, run, [render(run["template"], q["question"]) for q in queries])
             autocast = torch.autocast("cuda", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
             with autocast:
-                records = run_generation(vlm, queries, run["template"], run["answer_marker"], run["max_new_tokens"],
-                                         size, "epoch", log=lambda _: None, answer_from=run["answer_from"],
+                records = run_generation(self.vlm, queries, run["template"], run["answer_marker"], run["max_new_tokens"],
+                                         self.batch_size, "epoch", log=lambda _: None, answer_from=run["answer_from"],
                                          min_new_tokens=run.get("min_new_tokens", 0))  # fmt: skip
             model.train()
             score = score_outputs(records, rule=spec["rule"])
             entry = {"epoch": epoch, "step": state.global_step, "accuracy": score["accuracy"],
                      "n_evaluated": score["n_evaluated"]}  # fmt: skip
-            print(f"epoch {epoch}: accuracy {score['accuracy']:.2f} on {score['n_evaluated']} items")
-            best = max((e["accuracy"] for e in done if e["accuracy"] is not None), default=None)
+            shown = "N/A" if score["accuracy"] is None else f"{score['accuracy']:.2f}"
+            print(f"epoch {epoch}: accuracy {shown} on {score['n_evaluated']} items")
+            best = done.get("accuracy_best_epoch")
             if score["accuracy"] is not None and (best is None or score["accuracy"] > best):
                 with atomic_dir(best_dir) as work:  # the first best epoch wins ties, as an argmax
                     model.save_pretrained(work)
@@ -606,7 +610,7 @@ def run(job: dict) -> dict:
     trainer = _trainer_class(Trainer)(
         model=model,
         args=args,
-        train_dataset=Conversations(job["examples"], image_transform(job, processor), job["group_by_modality_length"]),
+        train_dataset=Conversations(job["examples"], image_transform(job, pad_fill), job["group_by_modality_length"]),
         data_collator=make_collator(processor, job.get("answer_prefix", ""), model_inputs),
         optimizers=(optimizer, scheduler),
         callbacks=[_mark_complete_callback(), _progress_callback()]

@@ -39,6 +39,10 @@ def _percent_mean(x, axis=-1):
     return 100 * np.mean(x, axis=axis)
 
 
+def _percent_difference(x, y, axis=-1):
+    return _percent_mean(x, axis) - _percent_mean(y, axis)
+
+
 def accuracy_interval(correct) -> list[float] | None:
     """95 % interval of 100 × the mean of a 0/1 vector."""
     correct = np.asarray(correct, dtype=np.float64)
@@ -75,12 +79,12 @@ def difference_interval(left: dict[int, int], right: dict[int, int]) -> dict:
     if common:
         a = np.array([left[r] for r in common], dtype=np.float64)
         b = np.array([right[r] for r in common], dtype=np.float64)
-        ci = _bootstrap((a, b), lambda x, y, axis=-1: _percent_mean(x, axis) - _percent_mean(y, axis), paired=True)
+        ci = _bootstrap((a, b), _percent_difference, paired=True)
         if ci is None and len(common) == 1:
             ci = [100 * (a[0] - b[0])] * 2
         return {"ci95": ci, "paired_items": len(common)}
     a, b = (np.fromiter(d.values(), dtype=np.float64) for d in (left, right))
-    ci = _bootstrap((a, b), lambda x, y, axis=-1: _percent_mean(x, axis) - _percent_mean(y, axis), paired=False)
+    ci = _bootstrap((a, b), _percent_difference, paired=False)
     return {"ci95": ci, "paired_items": 0}
 
 

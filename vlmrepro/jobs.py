@@ -56,20 +56,23 @@ def plan_queries(input, output, params, log) -> None:
         print(f"{len(queries)} queries", file=out)
 
 
+def _merged_meta(paths) -> dict:
+    """The shards' metadata as one job's: their shared settings, the shard count and the summed seconds."""
+    metas = [read_json(path) for path in paths]
+    merged = {k: v for k, v in metas[0].items() if k not in ("shard", "items", "seconds", "batch_size_used")}
+    merged.update(shards=len(metas), seconds=round(sum(m["seconds"] for m in metas), 2))
+    if any("batch_size_used" in m for m in metas):
+        merged["batch_sizes_used"] = sorted({m["batch_size_used"] for m in metas if "batch_size_used" in m})
+    return merged
+
+
 def gather_outputs(input, output, log) -> None:
     """Shards in order: their rows concatenated (byte-identical to one job's), their settings and timings merged."""
     with _logged(log[0]) as out:
         rows = [row for path in input.rows for row in read_jsonl(path)]
-        metas = [read_json(path) for path in input.meta]
-        merged = {k: v for k, v in metas[0].items() if k not in ("shard", "items", "seconds", "batch_size_used")}
-        merged.update(
-            shards=len(metas),
-            seconds=round(sum(m["seconds"] for m in metas), 2),
-            batch_sizes_used=sorted({m["batch_size_used"] for m in metas if "batch_size_used" in m}),
-        )
         write_jsonl(output.rows, rows)
-        write_json(output.meta, merged)
-        print(f"{len(rows)} rows from {len(metas)} shard(s)", file=out)
+        write_json(output.meta, _merged_meta(input.meta))
+        print(f"{len(rows)} rows from {len(input.meta)} shard(s)", file=out)
 
 
 LOGLIK_PER_ITEM = ("token_logprobs", "label_index")  # the other arrays (class offsets, text prior) are shared
@@ -95,12 +98,9 @@ def gather_loglik(input, output, log) -> None:
         with atomic_path(output.logprobs) as tmp:
             with open(tmp, "wb") as handle:
                 np.savez_compressed(handle, **arrays)
-        metas = [read_json(path) for path in input.meta]
-        merged = {k: v for k, v in metas[0].items() if k not in ("shard", "items", "seconds")}
-        merged.update(shards=len(metas), seconds=round(sum(m["seconds"] for m in metas), 2))
         write_jsonl(output.rows, rows)
-        write_json(output.meta, merged)
-        print(f"{len(rows)} rows from {len(metas)} shard(s)", file=out)
+        write_json(output.meta, _merged_meta(input.meta))
+        print(f"{len(rows)} rows from {len(input.meta)} shard(s)", file=out)
 
 
 def gather_features(input, output, log) -> None:

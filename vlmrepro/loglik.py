@@ -15,6 +15,7 @@ Scores are kept per token (float32) so that Sum, Avg and CFG are computed by the
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Callable
 
 import numpy as np
@@ -62,14 +63,18 @@ def packed_class_inputs(class_ids: list[list[int]], prefix_len: int, dtype: torc
     return ids[None], (prefix_len + offset)[None], mask[None, None], starts[:-1]
 
 
+@functools.cache
+def _cache_keyword(model_class) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 def cache_argument(model, cache) -> dict:
     """The keyword a model's forward takes its KV cache by: ``cache`` in recent transformers 5 releases,
     ``past_key_values`` before them (5.17 swallows an unknown ``cache=`` into its kwargs and silently starts a fresh
-    cache, so the keyword is read from the signature)."""
-    import inspect
-
-    keyword = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    return {keyword: cache}
+    cache, so the keyword is read from the signature, once per model class)."""
+    return {_cache_keyword(type(model)): cache}
 
 
 @torch.inference_mode()

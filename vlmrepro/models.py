@@ -118,17 +118,17 @@ class VisionLanguageModel:
         self.dtype = pick_dtype(dtype, self.device)
         self.attention = pick_attention(attention, self.device)
         self.static_cache = pick_kv_cache(kv_cache, family, self.device) == "static"
-        self.processor = AutoProcessor.from_pretrained(self.model_dir)
-        self.tokenizer = self.processor.tokenizer
         if padding_side not in PADDING_SIDES:
             raise ValueError(f"{model_dir}: padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
-        self.checkpoint_padding_side = self.tokenizer.padding_side
         if image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
             raise ValueError(f"{model_dir}: image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {image_aspect_ratio!r}")
-        # fine-tuned LLaVA models see every image padded to a square, as they were trained (model_vqa pads too)
-        self.pad_fill = processor_mean_colour(self.processor.image_processor) if image_aspect_ratio == "pad" else None
+        self.processor = AutoProcessor.from_pretrained(self.model_dir)
+        self.tokenizer = self.processor.tokenizer
+        self.checkpoint_padding_side = self.tokenizer.padding_side
         if padding_side != "checkpoint":
             self.tokenizer.padding_side = padding_side
+        # fine-tuned LLaVA models see every image padded to a square, as they were trained (model_vqa pads too)
+        self.pad_fill = processor_mean_colour(self.processor.image_processor) if image_aspect_ratio == "pad" else None
         config = AutoConfig.from_pretrained(self.model_dir)
         self.max_context = int(config.text_config.max_position_embeddings)
         # a BLIP-2 fine-tuned at LAVIS's 364 px keeps that size in its processor: its vision tower's position grid is
@@ -220,8 +220,7 @@ class VisionLanguageModel:
     def around(cls, model, files_dir, run: dict) -> "VisionLanguageModel":
         """A model already in memory (a fine-tune between epochs) behind the same interface; ``files_dir`` holds its
         processor and config."""
-        vlm = cls(files_dir, run["family"], run["dtype"], run["device"], padding_side=run["padding_side"],
-                  image_aspect_ratio=run.get("image_aspect_ratio", "original"))  # fmt: skip
+        vlm, _ = cls.for_job(files_dir, run)
         vlm._model = model
         return vlm
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .tables import delta_unit, round_metric
+
 NUMERIC = ["ours", "ours_strict", "ci95_low", "ci95_high", "paper", "delta", "n_evaluated", "n_items"]
 
 
@@ -129,22 +131,6 @@ TITLES = {
 }
 
 
-def delta_unit(metric: str) -> str:
-    """What a Δ of this metric counts: percentage points, correlation (r), a count of images or classes, or a
-    ratio. Only points are averaged into a table's mean |Δ|."""
-    if metric.startswith("n_"):
-        return "count"
-    if metric.endswith("_r"):
-        return "r"
-    if metric.endswith(("_ratio", "_factor")):
-        return "ratio"
-    return "points"
-
-
-def _round_like(value: float, metric: str) -> float:
-    return round(value, 2) if delta_unit(metric) in ("r", "ratio") else round(value, 1)
-
-
 def _evaluate(expression: str, names: dict[str, float]) -> float:
     """Arithmetic of the text-number formulas (+ − × ÷, min, max) on named cell values; nothing else is allowed."""
     import ast
@@ -254,8 +240,8 @@ def coverage(tables_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
         for value, note in zip(merged.loc[unconfigured, "value"], merged.loc[unconfigured, "note"])
     ]
     merged["ours"] = pd.to_numeric(merged["ours"], errors="coerce")
-    merged["ours"] = [v if pd.isna(v) else _round_like(v, m) for v, m in zip(merged["ours"], merged["metric"])]
-    merged["delta"] = [None if pd.isna(o) or pd.isna(p) else _round_like(o - p, m)
+    merged["ours"] = [v if pd.isna(v) else round_metric(v, m) for v, m in zip(merged["ours"], merged["metric"])]
+    merged["delta"] = [None if pd.isna(o) or pd.isna(p) else round_metric(o - p, m)
                        for o, p, m in zip(merged["ours"], merged["value"], merged["metric"])]  # fmt: skip
     merged["unit"] = merged["metric"].map(delta_unit)
     merged["paper_in_ci"] = [

@@ -126,13 +126,16 @@ def _top_k(scores, k: int = 5):
     return np.argsort(scores, axis=-1)[:, -k:][:, ::-1]
 
 
-def _accuracies(scores, labels) -> tuple[float, float]:
+def _accuracies(scores, labels):
+    """(top-1 %, top-5 %, each item's top-1 correctness) from one sort of the scores."""
     top = _top_k(scores)
-    return 100 * float((top[:, 0] == labels).mean()), 100 * float((top == labels[:, None]).any(axis=1).mean())
+    correct = top[:, 0] == labels
+    return 100 * float(correct.mean()), 100 * float((top == labels[:, None]).any(axis=1).mean()), correct
 
 
-def _top1_correct(scores, labels):
-    return _top_k(scores, 1)[:, 0] == labels
+def _best_of_grid(scored: dict) -> str:
+    """The first grid value with the best top-1 accuracy (upstream's choice on ties)."""
+    return max(scored, key=lambda a: scored[a][0])
 
 
 def score_loglik(records: list[dict], arrays: dict, alphas=range(9), text_prior_alphas=None) -> dict:
@@ -140,7 +143,9 @@ def score_loglik(records: list[dict], arrays: dict, alphas=range(9), text_prior_
 
     CFG as the upstream code computes it: G_α(c) = Σ_k [α·ℓ_k(c|x) + (1−α)·ℓ̄_k(c)], with ℓ̄ the mean over the
     evaluated images; the reported number is the best α on the same images (the whole grid is kept). With a text-only
-    prior in ``arrays['prior']`` the paper's variant is added: t·avg(c|x, prompt) + (1−t)·avg(c|prompt).
+    prior in ``arrays['prior']`` the paper's variant is added: t·avg(c|x, prompt) + (1−t)·avg(c|prompt). Each
+    accuracy's per-item outcomes (at the chosen α: the interval leaves out the choice's own optimism) feed its
+    interval.
     """
     import numpy as np
 
@@ -152,27 +157,22 @@ def score_loglik(records: list[dict], arrays: dict, alphas=range(9), text_prior_
     tokens, offsets = arrays["token_logprobs"][ok].astype(np.float64), arrays["class_offsets"]
     labels, lengths = arrays["label_index"][ok], np.diff(offsets)
     sums = _class_sums(tokens, offsets)
-    result["accuracy_sum"], result["top5_sum"] = _accuracies(sums, labels)
-    result["accuracy_avg"], result["top5_avg"] = _accuracies(sums / lengths, labels)
+    correct = {}
+    result["accuracy_sum"], result["top5_sum"], correct["accuracy_sum"] = _accuracies(sums, labels)
+    result["accuracy_avg"], result["top5_avg"], correct["accuracy_avg"] = _accuracies(sums / lengths, labels)
     prior_sums = _class_sums(tokens.mean(axis=0, keepdims=True), offsets)
-    grid = {str(a): _accuracies(a * sums + (1 - a) * prior_sums, labels)[0] for a in alphas}
-    best = max(grid, key=lambda a: grid[a])  # first best α on ties
+    scored = {str(a): _accuracies(a * sums + (1 - a) * prior_sums, labels) for a in alphas}
+    best = _best_of_grid(scored)
+    grid = {a: s[0] for a, s in scored.items()}
     result.update(accuracy_cfg=grid[best], cfg_best_alpha=float(best), cfg_grid=grid)
-    correct = {
-        "accuracy_sum": _top1_correct(sums, labels),
-        "accuracy_avg": _top1_correct(sums / lengths, labels),
-        # at the α chosen on these images: the interval leaves out the choice's own optimism
-        "accuracy_cfg": _top1_correct(float(best) * sums + (1 - float(best)) * prior_sums, labels),
-    }
+    correct["accuracy_cfg"] = scored[best][2]
     if "prior" in arrays and text_prior_alphas is not None:
         prior_avg = _class_sums(arrays["prior"][None].astype(np.float64), offsets) / lengths
-        paper_grid = {
-            str(t): _accuracies(t * sums / lengths + (1 - t) * prior_avg, labels)[0] for t in text_prior_alphas
-        }
-        best = max(paper_grid, key=lambda t: paper_grid[t])
+        scored = {str(t): _accuracies(t * sums / lengths + (1 - t) * prior_avg, labels) for t in text_prior_alphas}
+        best = _best_of_grid(scored)
+        paper_grid = {t: s[0] for t, s in scored.items()}
         result.update(
             accuracy_cfg_text_prior=paper_grid[best], cfg_text_prior_best=float(best), cfg_text_prior_grid=paper_grid
         )
-        t = float(best)
-        correct["accuracy_cfg_text_prior"] = _top1_correct(t * sums / lengths + (1 - t) * prior_avg, labels)
+        correct["accuracy_cfg_text_prior"] = scored[best][2]
     return attach(result, [row for row, keep in zip(row_ids(records), ok) if keep], correct)

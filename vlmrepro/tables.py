@@ -30,11 +30,23 @@ COLUMNS = [
 ]
 
 
-def _round(value, metric="accuracy"):
-    """Accuracies to one decimal and correlations to two, as the paper prints them."""
+def delta_unit(metric: str) -> str:
+    """What a value (and a Δ) of this metric counts: percentage points, correlation (r), a count of images or
+    classes, or a ratio. Only points are averaged into a table's mean |Δ|."""
+    if metric.startswith("n_"):
+        return "count"
+    if metric.endswith("_r"):
+        return "r"
+    if metric.endswith(("_ratio", "_factor")):
+        return "ratio"
+    return "points"
+
+
+def round_metric(value, metric="accuracy"):
+    """Accuracies to one decimal, correlations and ratios to two, as the paper prints them."""
     if value is None:
         return None
-    return round(value, 2) if metric.endswith("_r") else round(value, 1)
+    return round(value, 2) if delta_unit(metric) in ("r", "ratio") else round(value, 1)
 
 
 def metric_value(score: dict, metric: str):
@@ -89,7 +101,7 @@ def build_table(
             cell["paper_setting"],
             cell.get("paper_metric", "accuracy"),
         )
-        ours = _round(metric_value(score, metric), metric)
+        ours = round_metric(metric_value(score, metric), metric)
         ci = score.get(f"{metric}_ci95") if ours is not None else None
         note = cell.get("not_run") or (partial_note(score) if ours is not None else missing_note(score, metric))
         if ours is not None and "n_random_fallback" in score:  # multiple-choice answers no letter was found in
@@ -103,11 +115,11 @@ def build_table(
                 "metric": metric,
                 "paper_metric": cell.get("paper_metric", "accuracy"),
                 "ours": ours,
-                "ours_strict": _round(score.get(f"{metric}_word_boundary")),
+                "ours_strict": round_metric(score.get(f"{metric}_word_boundary")),
                 "paper": value,
-                "delta": None if ours is None or value is None else _round(ours - value, metric),
-                "ci95_low": _round(ci[0], metric) if ci else None,
-                "ci95_high": _round(ci[1], metric) if ci else None,
+                "delta": None if ours is None or value is None else round_metric(ours - value, metric),
+                "ci95_low": round_metric(ci[0], metric) if ci else None,
+                "ci95_high": round_metric(ci[1], metric) if ci else None,
                 # is the paper's number inside our 95 % interval (Δ within what resampling the items explains)?
                 "paper_in_ci": None if not ci or value is None else bool(ci[0] <= value <= ci[1]),
                 "n_evaluated": score.get("n_evaluated"),
