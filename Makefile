@@ -9,7 +9,7 @@ CORES ?= 2
 # or every job would compile its imports again.
 RUN := PATH="$(BIN):$$PATH" PYTHONDONTWRITEBYTECODE=
 
-.PHONY: venv demo test paper paper-dry-run estimate lint bench bench-demo bench-gpu-tiny gpu-carry demo-robustness clean-demo
+.PHONY: venv demo test paper paper-dry-run estimate cluster-check lint bench bench-demo bench-gpu-tiny gpu-carry demo-robustness clean-demo
 
 venv: $(VENV)/.installed
 
@@ -33,9 +33,14 @@ paper: venv
 paper-dry-run: venv
 	$(RUN) $(BIN)/snakemake -n
 
-# jobs per rule and their GPU hours, before anything runs (extra snakemake arguments: ARGS="--configfile ...")
+# jobs per rule and their GPU hours, and the cluster check below, before anything runs (extra snakemake arguments: ARGS="--configfile ...")
 estimate: venv
 	$(RUN) $(BIN)/python -m vlmrepro.estimate $(ARGS)
+
+# every planned compute job's request (config: resources, cluster) against the partitions file, before submitting
+# (ARGS="--configfile site.yaml")
+cluster-check: venv
+	$(RUN) $(BIN)/python -m vlmrepro.cluster $(ARGS)
 
 # throughput benchmarks on this machine (CPU: tiny models, ratios only; on a GPU run benchmarks/gpu.sh)
 bench: venv

@@ -8,14 +8,23 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 
-# config.yaml is the full paper; a config given with --configfile (the demo, a site config) replaces it whole
-# instead of being merged into it, so no paper model or dataset leaks into another configuration.
-if not workflow.overwrite_configfiles:
+from vlmrepro import cluster
+
+# config.yaml is the full paper. A config given with --configfile (the demo, your own run) replaces it whole instead
+# of being merged into it, so no paper model or dataset leaks into another configuration. A site config, which holds
+# only `cluster` and `resources` (README "Cluster (SLURM)"), is layered over the run's config instead.
+if all(cluster.is_site_config(f) for f in workflow.overwrite_configfiles):
 
     configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "rules/common.smk"
+
+
+# The SLURM executor reads its partition limits from this variable; set here, the path is the workflow's own, which
+# --directory does not move, and a site config may point it elsewhere.
+os.environ[cluster.PARTITIONS_VARIABLE] = str(cluster.partitions_file(config, workflow.basedir))
+cluster.read_cancelled_jobs_as_failed()
 
 
 wildcard_constraints:

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 from snakemake.utils import validate
 
-from vlmrepro import findings, jobs, versions
+from vlmrepro import cluster, findings, jobs, versions
 from vlmrepro.api import missing_key
 from vlmrepro.config import check_config, check_config_size
 
@@ -529,8 +529,10 @@ def synonyms_file(wildcards):
     return f"resources/upstream/{wildcards.dataset}/synonyms.txt"
 
 
-def model_gpus(wildcards):
-    return MODELS[wildcards.model]["gpus"]
+def compute_resources(rule_name):
+    """What a compute rule's job asks a cluster for: CPUs, memory, runtime, and a GPU only where one is used
+    (resources and cluster in the config; vlmrepro.cluster)."""
+    return cluster.snakemake_resources(config, rule_name)
 
 
 # --- tables ---------------------------------------------------------------------------------------------------

@@ -54,6 +54,8 @@ rule build_imagenet_manifest:
         dataset=one_of(BUILT_DATASETS),
     conda:
         "../envs/data.yaml"
+    resources:
+        **compute_resources("build_imagenet_manifest"),
     params:
         directory=lambda wc: DATASETS[wc.dataset]["images"]["directory"],
         devkit=lambda wc: DATASETS[wc.dataset]["images"]["devkit"],
@@ -73,6 +75,8 @@ rule make_synthetic_dataset:
         dataset=one_of(SYNTHETIC_DATASETS),
     conda:
         "../envs/data.yaml"
+    resources:
+        **compute_resources("make_synthetic_dataset"),
     params:
         generator=versions.SYNTHETIC_DATA,
         spec=lambda wc: DATASETS[wc.dataset]["synthetic"],
@@ -157,6 +161,8 @@ rule prepare_split:
     conda:
         "../envs/data.yaml"
     threads: config["data_threads"]
+    resources:
+        **compute_resources("prepare_split"),
     params:
         prefix=lambda wc: image_prefix(wc.dataset),
         image_root=lambda wc: image_root(wc.dataset),
@@ -191,6 +197,8 @@ rule build_world:
         world=one_of(WORLDS),
     conda:
         "../envs/data.yaml"
+    resources:
+        **compute_resources("build_world"),
     params:
         generator=versions.WORLD,
         spec=lambda wc: WORLDS[wc.world],
@@ -209,6 +217,8 @@ rule world_dataset:
         "logs/world_dataset/{dataset}.log",
     wildcard_constraints:
         dataset=one_of(WORLD_DATASETS),
+    resources:
+        **compute_resources("world_dataset"),
     params:
         n_classes=lambda wc: DATASETS[wc.dataset]["world"]["n_classes"],
     run:

@@ -3,6 +3,7 @@
 
 localrules:
     gather_outputs,
+    gather_loglik,
     gather_features,
     score,
     score_loglik,
@@ -27,7 +28,7 @@ rule generate:
     conda:
         "../envs/models.yaml"
     resources:
-        gpu=model_gpus,
+        **compute_resources("generate"),
     params:
         run=generation_params,
         shard=lambda wc: parse_shard(wc.shard),
@@ -69,7 +70,7 @@ rule clip_zero_shot:
     conda:
         "../envs/models.yaml"
     resources:
-        gpu=model_gpus,
+        **compute_resources("clip_zero_shot"),
     params:
         run=clip_params,
     script:
@@ -94,7 +95,7 @@ rule loglik:
     conda:
         "../envs/models.yaml"
     resources:
-        gpu=model_gpus,
+        **compute_resources("loglik"),
     params:
         run=loglik_params,
         shard=lambda wc: parse_shard(wc.shard),
@@ -173,7 +174,7 @@ rule check_invariance:
     conda:
         "../envs/models.yaml"
     resources:
-        gpu=model_gpus,
+        **compute_resources("check_invariance"),
     params:
         run=lambda wc: generation_params(source_wildcards(wc)),
         subset=lambda wc: SETTINGS[wc.setting]["limit"],
@@ -235,7 +236,7 @@ rule extract_features:
     conda:
         "../envs/models.yaml"
     resources:
-        gpu=model_gpus,
+        **compute_resources("extract_features"),
     params:
         run=feature_params,
         shard=lambda wc: parse_shard(wc.shard),
@@ -269,6 +270,8 @@ rule probe:
         setting=one_of(PROBE_SETTINGS),
     conda:
         "../envs/models.yaml"
+    resources:
+        **compute_resources("probe"),
     params:
         probe=probe_params,
     script:

@@ -15,6 +15,7 @@ rule api_generate:
     conda:
         "../envs/api.yaml"
     resources:
+        **compute_resources("api_generate"),
         # bounds the API jobs running at once (--resources api_jobs=N); requests inside a job are bounded too
         api_jobs=1,
     params:
@@ -38,7 +39,7 @@ rule lmms_eval:
     conda:
         "../envs/lmms_eval.yaml"
     resources:
-        gpu=model_gpus,
+        **compute_resources("lmms_eval"),
     params:
         run=benchmark_params,
         raw="results/benchmarks/{model}/{dataset}/{setting}",

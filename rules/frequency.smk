@@ -31,6 +31,8 @@ rule make_synthetic_corpus:
         corpus=one_of(k for k, c in CORPORA.items() if "synthetic" in c),
     conda:
         "../envs/data.yaml"
+    resources:
+        **compute_resources("make_synthetic_corpus"),
     params:
         generator=versions.SYNTHETIC_DATA,
         spec=lambda wc: CORPORA[wc.corpus]["synthetic"],
@@ -47,6 +49,8 @@ rule tokenize_corpus:
         "logs/tokenize_corpus/{corpus}.log",
     conda:
         "../envs/data.yaml"
+    resources:
+        **compute_resources("tokenize_corpus"),
     params:
         unit=config["frequency"]["sentence_unit"],
         lowercase=config["frequency"]["lowercase"],
@@ -65,6 +69,8 @@ rule count_frequency:
         "logs/count_frequency/{corpus}/{dataset}.log",
     conda:
         "../envs/data.yaml"
+    resources:
+        **compute_resources("count_frequency"),
     params:
         protocol=versions.FREQUENCY,
     script:
@@ -83,6 +89,8 @@ rule correlate_frequency:
     wildcard_constraints:
         setting=one_of(FREQUENCY_SETTINGS),
     localrule: True
+    resources:
+        **compute_resources("correlate_frequency"),
     params:
         protocol=versions.FREQUENCY,
         cut_at_hyphen=cut_finetuned_labels,
@@ -99,5 +107,7 @@ rule world_corpus:
         "logs/world_corpus/{corpus}.log",
     wildcard_constraints:
         corpus=one_of(k for k, c in CORPORA.items() if "world" in c),
+    resources:
+        **compute_resources("world_corpus"),
     run:
         jobs.world_corpus(input, output, log)

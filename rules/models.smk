@@ -30,6 +30,8 @@ rule build_tiny_model:
         model=one_of(TINY_MODELS),
     conda:
         "../envs/models.yaml"
+    resources:
+        **compute_resources("build_tiny_model"),
     params:
         family=lambda wc: MODELS[wc.model]["family"],
         spec=lambda wc: MODELS[wc.model]["tiny"],
@@ -53,7 +55,7 @@ rule finetune:
         "../envs/models.yaml"
     threads: config["train_threads"]
     resources:
-        gpu=lambda wc: FINETUNES[FINETUNED_MODELS[wc.model]["recipe"]]["gpus"],
+        **compute_resources("finetune"),
     params:
         threads=config["train_threads"],
         job=lambda wc: finetune_params(FINETUNED_MODELS[wc.model]["recipe"], FINETUNED_MODELS[wc.model]["dataset"]),
@@ -78,6 +80,8 @@ rule build_instruction_mix:
     priority: 10
     conda:
         "../envs/data.yaml"
+    resources:
+        **compute_resources("build_instruction_mix"),
     params:
         mix=lambda wc: FINETUNES[FINETUNED_MODELS[wc.model]["recipe"]]["mix"],
         prompt=lambda wc: FINETUNES[FINETUNED_MODELS[wc.model]["recipe"]]["prompt"],
@@ -100,6 +104,8 @@ rule train_world_model:
     conda:
         "../envs/models.yaml"
     threads: config["train_threads"]
+    resources:
+        **compute_resources("train_world_model"),
     params:
         threads=config["train_threads"],
         train=lambda wc: MODELS[wc.model]["train"],

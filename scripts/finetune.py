@@ -42,7 +42,7 @@ with job_logging(snakemake, threads=snakemake.params.threads):
         "log_file": snakemake.output.losses,
         "workers": snakemake.threads,
     }
-    gpus = snakemake.resources.gpu
+    gpus = snakemake.resources.get("gpu", 0)  # absent for a CPU run
     if gpus > 1:  # data parallel over the job's GPUs; checkpoints make a rerun resume
         job_file = Path(snakemake.params.checkpoints) / "job.json"
         job_file.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,8 @@ Each error names the key at fault."""
 
 from __future__ import annotations
 
+from vlmrepro import cluster
+
 CLIP_FAMILIES = ("open_clip",)  # families scored as image-text embedding models
 WEIGHTLESS_FAMILIES = ("api", "baseline")  # no hub snapshot or tiny build
 
@@ -229,5 +231,6 @@ def check_config(config: dict) -> None:
                     is_clip = family in CLIP_FAMILIES
                     if model in models and is_clip != (kind in ("clip", "clip_features")):
                         errors.append(f"{where}: setting {setting!r} ({kind}) cannot run model {model!r}")
+    errors += cluster.check_config(config)
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))

@@ -20,6 +20,8 @@ from pathlib import Path
 import yaml
 from snakemake.utils import validate
 
+REPO = Path(__file__).resolve().parents[1]
+
 GPU_RULES = {
     "generate": "generate",
     "clip_zero_shot": "clip",
@@ -124,19 +126,53 @@ def format_table(rows: list[dict], reference_gpu: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    repo = Path(__file__).resolve().parents[1]
-    configfile = argv[argv.index("--configfile") + 1] if "--configfile" in argv else str(repo / "config.yaml")
-    config = yaml.safe_load(Path(configfile).read_text())
-    validate(config, str(repo / "schemas" / "config.schema.yaml"))  # fills in the documented defaults
+def _option_values(argv: list[str], option: str) -> list[str]:
+    """The values after ``option`` up to the next option (Snakemake's nargs="+" options)."""
+    values = []
+    for i, arg in enumerate(argv):
+        if arg == option:
+            rest = argv[i + 1 :]
+            values += rest[: next((j for j, v in enumerate(rest) if v.startswith("-")), len(rest))]
+    return values
+
+
+def run_config(argv: list[str]) -> dict:
+    """The config a ``snakemake`` call with these arguments runs with: config.yaml unless config files are given
+    that are not site configs (the Snakefile's rule), the given files merged in order, ``--config`` last, and the
+    schema's defaults filled in."""
+    from snakemake.cli import parse_config
+    from snakemake.utils import update_config
+
+    from vlmrepro.cluster import is_site_config
+
+    files = _option_values(argv, "--configfile") + _option_values(argv, "--configfiles")
+    if not files or all(is_site_config(f) for f in files):
+        files = [str(REPO / "config.yaml"), *files]
+    config: dict = {}
+    for f in files:
+        update_config(config, yaml.safe_load(Path(f).read_text()))
+    update_config(config, parse_config(_option_values(argv, "--config")))
+    validate(config, str(REPO / "schemas" / "config.schema.yaml"))  # fills in the documented defaults
+    return config
+
+
+def plan(argv: list[str]) -> tuple[dict, list[tuple[str, dict[str, str]]]]:
+    """The config and the planned jobs of ``snakemake -n`` with these arguments."""
     snakemake = Path(sys.executable).parent / "snakemake"
-    cmd = [str(snakemake), "-s", str(repo / "Snakefile"), "-n", *argv]
+    cmd = [str(snakemake), "-s", str(REPO / "Snakefile"), "-n", *argv]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-        return proc.returncode
-    print(format_table(estimate(config, planned_jobs(proc.stdout)), config["estimate"]["reference_gpu"]))
-    return 0
+        raise SystemExit(proc.stdout[-3000:] + proc.stderr[-3000:])
+    return run_config(argv), planned_jobs(proc.stdout)
+
+
+def main(argv: list[str]) -> int:
+    from vlmrepro import cluster
+
+    config, jobs = plan(argv)
+    print(format_table(estimate(config, jobs), config["estimate"]["reference_gpu"]))
+    # the same plan checked against the cluster's partitions: a job no partition can run is named before submission
+    return cluster.report(config, jobs)
 
 
 if __name__ == "__main__":
