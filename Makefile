@@ -9,7 +9,7 @@ CORES ?= 2
 # or every job would compile its imports again.
 RUN := PATH="$(BIN):$$PATH" PYTHONDONTWRITEBYTECODE=
 
-.PHONY: venv demo test paper paper-dry-run estimate cluster-check lint bench bench-demo bench-gpu-tiny gpu-carry demo-robustness clean-demo
+.PHONY: venv demo test test-fast paper paper-dry-run estimate cluster-check lint bench bench-demo bench-gpu-tiny gpu-carry demo-robustness clean-demo
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ demo: venv
 
 test: venv
 	$(RUN) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# the tests that do not run the workflow for real (pytest marker slow: the demo, Snakemake runs without -n)
+test-fast: venv
+	$(RUN) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
 paper: venv
 	$(RUN) $(BIN)/snakemake --profile profiles/local

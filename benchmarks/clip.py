@@ -23,7 +23,7 @@ def clip_dir(folder: Path, size: str) -> Path:
     import open_clip
     from safetensors.torch import save_file
 
-    from vlmrepro.tiny import build_tiny
+    from vlmrepro.demo.tiny import build_tiny
 
     out = folder / f"clip-{size}"
     if (out / "open_clip_config.json").exists():

@@ -81,7 +81,7 @@ def llava_dir(folder: Path, size: str) -> Path:
     7B architecture (the weights are initialised on the GPU by :func:`attach_random_weights`)."""
     import transformers as tf
 
-    from vlmrepro.tiny import build_tiny, llama_tokenizer
+    from vlmrepro.demo.tiny import build_tiny, llama_tokenizer
 
     out = folder / f"llava-{size}"
     if (out / "config.json").exists():

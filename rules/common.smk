@@ -58,7 +58,7 @@ HUB_MODELS = [k for k, m in MODELS.items() if "hub" in m and k not in FINETUNED_
 # demo models trained in a synthetic world (worlds.<name>) by their own jobs; a CLIP, and a LLaVA on its tower
 TRAINED_MODELS = [k for k, m in MODELS.items() if "train" in m and k not in FINETUNED_MODELS]
 WORLDS = config["worlds"]
-# what vlmrepro.world.build_world writes beside images/ (see its docstring)
+# what vlmrepro.demo.world.build_world writes beside images/ (see its docstring)
 WORLD_FILES = ["classes.json", "classes_full.json", "manifest.jsonl", "wikiqa.jsonl", "clip_corpus.jsonl"]
 WORLD_FILES += ["vlm_corpus.json", "wiki_corpus.json", "counts.json", "world.json"]
 API = config["api"]
@@ -70,7 +70,6 @@ FEATURE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] in ("features", 
 PROBE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "probe"]
 FREQUENCY_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "frequency"]
 CORPORA = config["corpora"]
-SYNTHETIC_DATASETS = [k for k, d in DATASETS.items() if "synthetic" in d]
 WORLD_DATASETS = [k for k, d in DATASETS.items() if "world" in d]
 MCQ_DATASETS = [k for k, d in DATASETS.items() if "mcq" in d]  # ImageWikiQA-style multiple-choice sets
 RESCORE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "rescore"]
@@ -89,8 +88,6 @@ def manifest_file(wildcards):
     ds = wildcards.dataset
     if ds in MCQ_DATASETS:
         return f"resources/built/{ds}/manifest.jsonl"
-    if ds in SYNTHETIC_DATASETS:
-        return f"resources/synthetic/{ds}/manifest.jsonl"
     if ds in WORLD_DATASETS:
         return f"resources/world-datasets/{ds}/manifest.jsonl"
     if ds in BUILT_DATASETS:
@@ -102,8 +99,6 @@ def raw_classes_file(wildcards):
     ds = wildcards.dataset
     if ds in MCQ_DATASETS:
         return f"resources/built/{ds}/classes.json"
-    if ds in SYNTHETIC_DATASETS:
-        return f"resources/synthetic/{ds}/classes.json"
     if ds in WORLD_DATASETS:
         return f"resources/world-datasets/{ds}/classes.json"
     return f"resources/upstream/{ds}/classes.json"
@@ -127,8 +122,6 @@ def upstream_source(wildcards):
 
 def mcq_questions_file(wildcards):
     ds = wildcards.dataset
-    if "synthetic" in DATASETS[ds]["mcq"]:
-        return f"resources/synthetic/{ds}/questions.jsonl"
     if "world" in DATASETS[ds]["mcq"]:
         return f"resources/world/{DATASETS[ds]['mcq']['world']}/wikiqa.jsonl"
     return f"resources/upstream/{ds}/questions.jsonl"
@@ -138,8 +131,6 @@ def image_root(dataset):
     if dataset in MCQ_DATASETS:  # images found by file name among another dataset's
         mcq = DATASETS[dataset]["mcq"]
         return os.path.join(image_root(mcq["images_from"]), mcq["images_subdir"])
-    if dataset in SYNTHETIC_DATASETS:
-        return f"resources/synthetic/{dataset}/images"
     if dataset in WORLD_DATASETS:
         return f"resources/world/{world_of(dataset)}/images"
     if dataset in ARCHIVE_DATASETS:
@@ -150,8 +141,6 @@ def image_root(dataset):
 def image_prefix(dataset):
     if dataset in MCQ_DATASETS:
         return f"./{dataset}/"
-    if dataset in SYNTHETIC_DATASETS:
-        return f"./data/{dataset}/"
     if dataset in WORLD_DATASETS:
         return f"./data/{world_of(dataset)}/"
     return DATASETS[dataset]["images"]["prefix"]
@@ -163,7 +152,7 @@ def image_inputs(wildcards, dataset=None):
     ds = dataset or wildcards.dataset
     if ds in MCQ_DATASETS:
         return image_inputs(wildcards, DATASETS[ds]["mcq"]["images_from"])
-    if ds in SYNTHETIC_DATASETS or ds in ARCHIVE_DATASETS or ds in WORLD_DATASETS:
+    if ds in ARCHIVE_DATASETS or ds in WORLD_DATASETS:
         return [image_root(ds)]
     return []
 

@@ -1,11 +1,10 @@
-# Datasets: pinned upstream manifests and class lists, images (official archives, user directories or a
-# synthetic set), and the verified per-split manifests every later rule reads.
+# Datasets: pinned upstream manifests and class lists, images (official archives, user directories or a demo
+# world), and the verified per-split manifests every later rule reads.
 
 
 # Downloads run where the network is (the submitting node); the in-process bookkeeping rules run there too.
 localrules:
     download_upstream_file,
-    make_synthetic_questions,
     build_mcq_manifest,
     make_synthetic_synonyms,
     download_images,
@@ -62,43 +61,6 @@ rule build_imagenet_manifest:
         splits=lambda wc: DATASETS[wc.dataset]["manifest"]["splits"],
     script:
         "../scripts/build_imagenet_manifest.py"
-
-
-rule make_synthetic_dataset:
-    output:
-        manifest="resources/synthetic/{dataset}/manifest.jsonl",
-        classes="resources/synthetic/{dataset}/classes.json",
-        images=directory("resources/synthetic/{dataset}/images"),
-    log:
-        "logs/make_synthetic_dataset/{dataset}.log",
-    wildcard_constraints:
-        dataset=one_of(SYNTHETIC_DATASETS),
-    conda:
-        "../envs/data.yaml"
-    resources:
-        **compute_resources("make_synthetic_dataset"),
-    params:
-        generator=versions.SYNTHETIC_DATA,
-        spec=lambda wc: DATASETS[wc.dataset]["synthetic"],
-    script:
-        "../scripts/make_synthetic_dataset.py"
-
-
-rule make_synthetic_questions:
-    input:
-        rows=lambda wc: planned_split_of(DATASETS[wc.dataset]["mcq"]["images_from"]),
-        classes=lambda wc: f"results/data/{DATASETS[wc.dataset]['mcq']['images_from']}/classes.json",
-    output:
-        "resources/synthetic/{dataset}/questions.jsonl",
-    log:
-        "logs/make_synthetic_questions/{dataset}.log",
-    wildcard_constraints:
-        dataset=one_of(k for k in MCQ_DATASETS if "synthetic" in DATASETS[k]["mcq"]),
-    params:
-        generator=versions.SYNTHETIC_DATA,
-        spec=lambda wc: DATASETS[wc.dataset]["mcq"]["synthetic"],
-    run:
-        jobs.make_synthetic_questions(input, output, params, log)
 
 
 rule build_mcq_manifest:

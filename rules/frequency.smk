@@ -20,26 +20,6 @@ rule download_corpus:
         "../scripts/download_corpus.py"
 
 
-rule make_synthetic_corpus:
-    input:
-        classes=expand("results/data/{dataset}/classes.json", dataset=CLASSIFICATION_DATASETS),
-    output:
-        "resources/corpora/{corpus}.json",
-    log:
-        "logs/make_synthetic_corpus/{corpus}.log",
-    wildcard_constraints:
-        corpus=one_of(k for k, c in CORPORA.items() if "synthetic" in c),
-    conda:
-        "../envs/data.yaml"
-    resources:
-        **compute_resources("make_synthetic_corpus"),
-    params:
-        generator=versions.SYNTHETIC_DATA,
-        spec=lambda wc: CORPORA[wc.corpus]["synthetic"],
-    script:
-        "../scripts/make_synthetic_corpus.py"
-
-
 rule tokenize_corpus:
     input:
         "resources/corpora/{corpus}.json",

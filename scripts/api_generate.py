@@ -2,9 +2,9 @@ import time
 
 from vlmrepro.api import ApiModel, run_api_generation
 from vlmrepro.io import read_jsonl, write_json, write_jsonl
-from vlmrepro.smk import job_logging
+from vlmrepro.smk import running_job
 
-with job_logging(snakemake):
+with running_job(snakemake):
     run = snakemake.params.run
     start = time.time()
     queries = read_jsonl(snakemake.input.queries)

@@ -1,8 +1,8 @@
 from vlmrepro.datasets import build_imagenet_manifest, load_class_list
 from vlmrepro.io import write_jsonl
-from vlmrepro.smk import job_logging
+from vlmrepro.smk import running_job
 
-with job_logging(snakemake):
+with running_job(snakemake):
     classes = load_class_list(snakemake.input.classes)
     rows = build_imagenet_manifest(
         snakemake.params.directory, classes, splits=snakemake.params.splits, devkit_dir=snakemake.params.devkit

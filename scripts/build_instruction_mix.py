@@ -1,8 +1,8 @@
 from vlmrepro.instruction_mix import build_mix
 from vlmrepro.io import read_json, read_jsonl, write_json, write_jsonl
-from vlmrepro.smk import job_logging
+from vlmrepro.smk import running_job
 
-with job_logging(snakemake):
+with running_job(snakemake):
     mix = snakemake.params.mix
     examples, report = build_mix(
         read_jsonl(snakemake.input.queries),

@@ -1,8 +1,8 @@
 from vlmrepro.io import atomic_dir
-from vlmrepro.smk import job_logging
-from vlmrepro.tiny import build_tiny
+from vlmrepro.smk import running_job
+from vlmrepro.demo.tiny import build_tiny
 
-with job_logging(snakemake):
+with running_job(snakemake):
     out = snakemake.output[0]
     with atomic_dir(out) as work:
         build_tiny(snakemake.params.family, work, snakemake.params.spec)

@@ -2,10 +2,10 @@ import os
 import shutil
 from pathlib import Path
 
-from vlmrepro.smk import job_logging
-from vlmrepro.world import build_world
+from vlmrepro.smk import running_job
+from vlmrepro.demo.world import build_world
 
-with job_logging(snakemake):
+with running_job(snakemake):
     images = Path(snakemake.output.images)
     work = images.parent / ".part"
     shutil.rmtree(work, ignore_errors=True)

@@ -1,9 +1,9 @@
 from vlmrepro.io import read_jsonl, write_json
 from vlmrepro.models import load_generator
 from vlmrepro.robustness import check_invariance
-from vlmrepro.smk import job_logging
+from vlmrepro.smk import running_job
 
-with job_logging(snakemake):
+with running_job(snakemake):
     run = snakemake.params.run
     vlm, revision = load_generator(snakemake.input.model, run)
     result = check_invariance(

@@ -4,9 +4,9 @@ from vlmrepro.datasets import load_class_list
 from vlmrepro.evaluate import run_clip_zero_shot
 from vlmrepro.io import read_jsonl, write_json, write_jsonl
 from vlmrepro.models import ClipModel, read_revision
-from vlmrepro.smk import job_logging
+from vlmrepro.smk import running_job
 
-with job_logging(snakemake):
+with running_job(snakemake):
     run = snakemake.params.run
     start = time.time()
     clip = ClipModel(snakemake.input.model, run["dtype"], run["device"])

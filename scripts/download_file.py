@@ -1,7 +1,7 @@
 from vlmrepro.download import fetch, file_digest
-from vlmrepro.smk import job_logging
+from vlmrepro.smk import running_job
 
-with job_logging(snakemake):
+with running_job(snakemake):
     source = snakemake.params.source
     fetch(source["url"], snakemake.output[0], source["checksum"])
     checked = f"{source['checksum']} verified" if source["checksum"] else "no checksum configured: pinned by its URL"

@@ -3,9 +3,9 @@ from vlmrepro.datasets import load_class_list
 from vlmrepro.io import atomic_dir, read_jsonl
 from vlmrepro.models import ClipModel, VisionLanguageModel, read_revision
 from vlmrepro.prompts import render
-from vlmrepro.smk import job_logging
+from vlmrepro.smk import running_job
 
-with job_logging(snakemake):
+with running_job(snakemake):
     run = snakemake.params.run
     if run["family"] == "open_clip":
         clip = ClipModel(snakemake.input.model, run["dtype"], run["device"])

@@ -7,9 +7,9 @@ from pathlib import Path
 from vlmrepro.finetune import blip_caption_label, run
 from vlmrepro.io import read_jsonl, write_json
 from vlmrepro.models import read_revision
-from vlmrepro.smk import job_logging
+from vlmrepro.smk import running_job
 
-with job_logging(snakemake, threads=snakemake.params.threads):
+with running_job(snakemake, threads=snakemake.params.threads):
     params = snakemake.params.job
     if "mix" in snakemake.input.keys():  # an instruction mix built by its own rule
         examples = read_jsonl(snakemake.input.mix)

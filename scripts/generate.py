@@ -7,9 +7,9 @@ from vlmrepro.io import read_jsonl, write_json, write_jsonl
 from vlmrepro.memory import resolve_batch_size
 from vlmrepro.models import load_generator
 from vlmrepro.prompts import render
-from vlmrepro.smk import job_logging
+from vlmrepro.smk import running_job
 
-with job_logging(snakemake):
+with running_job(snakemake):
     run = snakemake.params.run
     start = time.time()
     queries = read_jsonl(snakemake.input.queries)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from vlmrepro.benchmarks import lmms_eval_command, read_lmms_eval_score
 from vlmrepro.io import write_json
-from vlmrepro.smk import job_logging
+from vlmrepro.smk import running_job
 
-with job_logging(snakemake):
+with running_job(snakemake):
     run = snakemake.params.run
     raw = Path(snakemake.params.raw)
     command = lmms_eval_command(sys.executable, os.path.abspath(snakemake.input.model), run, raw)

@@ -9,9 +9,9 @@ from vlmrepro.evaluate import shard_slice
 from vlmrepro.io import atomic_path, read_jsonl, write_json, write_jsonl
 from vlmrepro.loglik import run_loglik
 from vlmrepro.models import VisionLanguageModel
-from vlmrepro.smk import job_logging
+from vlmrepro.smk import running_job
 
-with job_logging(snakemake):
+with running_job(snakemake):
     run = snakemake.params.run
     start = time.time()
     queries = read_jsonl(snakemake.input.queries)

@@ -1,8 +1,8 @@
 from vlmrepro.datasets import prepare_split
 from vlmrepro.io import write_json, write_jsonl
-from vlmrepro.smk import job_logging
+from vlmrepro.smk import running_job
 
-with job_logging(snakemake):
+with running_job(snakemake):
     rows, report = prepare_split(
         snakemake.input.manifest,
         snakemake.input.classes,

@@ -2,9 +2,9 @@ from vlmrepro import features
 from vlmrepro.datasets import load_class_list
 from vlmrepro.io import write_json
 from vlmrepro.probe import run_probe
-from vlmrepro.smk import job_logging
+from vlmrepro.smk import running_job
 
-with job_logging(snakemake):
+with running_job(snakemake):
     p = snakemake.params.probe
     data = features.load(snakemake.input.features, str(p["position"]))
     result = run_probe(

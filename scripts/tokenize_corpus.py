@@ -2,9 +2,9 @@ import json
 
 from vlmrepro.frequency import corpus_sentences, write_token_file
 from vlmrepro.io import atomic_path
-from vlmrepro.smk import job_logging
+from vlmrepro.smk import running_job
 
-with job_logging(snakemake):
+with running_job(snakemake):
     with open(snakemake.input[0], encoding="utf-8") as handle:
         records = json.load(handle)
     with atomic_path(snakemake.output[0]) as tmp:

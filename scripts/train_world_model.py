@@ -1,10 +1,10 @@
 import json
 
 from vlmrepro.io import atomic_dir, read_json, read_jsonl, write_json
-from vlmrepro.smk import job_logging
-from vlmrepro.train_world import LLAVA_SPEC, llava_examples, train_clip, train_llava
+from vlmrepro.smk import running_job
+from vlmrepro.demo.train import LLAVA_SPEC, llava_examples, train_clip, train_llava
 
-with job_logging(snakemake, threads=snakemake.params.threads):
+with running_job(snakemake, threads=snakemake.params.threads):
     train = dict(snakemake.params.train)
     kind, inputs = train.pop("kind"), snakemake.input
     world = train.pop("world")

@@ -46,7 +46,7 @@ def demo_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """One tiny model per family, built once (a fraction of a second each)."""
-    from vlmrepro.tiny import build_tiny
+    from vlmrepro.demo.tiny import build_tiny
 
     root = tmp_path_factory.mktemp("tiny")
     specs = {

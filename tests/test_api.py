@@ -434,6 +434,7 @@ def test_unknown_provider():
 # --- the workflow rule, end to end ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_api_rule_runs_scores_caches_and_never_writes_the_key(server, tmp_path):
     """An API model of the registry on a demo dataset: the api_generate rule through the real OpenAI client, scored
     by the ordinary rule, up to the report; a forced rerun is served from the response cache; the key is in no file
@@ -480,6 +481,7 @@ def test_api_rule_runs_scores_caches_and_never_writes_the_key(server, tmp_path):
             assert KEY.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_api_cells_without_their_key_are_listed_as_not_run_naming_the_variable(tmp_path, monkeypatch):
     """api.enabled auto (the default): no key, no API job; the table says which variable to set."""
     import pandas as pd

@@ -71,6 +71,7 @@ def test_busy_time_is_the_union_of_job_intervals():
     assert report["overhead_s"] == 5.0 and report["overhead_pct"] == 50.0 and report["top_rules"][0] == ("a", 5)
 
 
+@pytest.mark.slow
 def test_demo_overhead_from_snakemake_job_records(demo_run):
     intervals = job_intervals(demo_run)
     wall = float((demo_run / "wall_seconds").read_text())
@@ -98,6 +99,7 @@ def test_robustness_study_shifts_every_training_seed():
     assert {s["probe_seed"] for s in config["settings"].values() if s["kind"] == "probe"} == {3}
 
 
+@pytest.mark.slow
 def test_robustness_study_seed_zero_on_one_thread_is_the_demo(demo_run, tmp_path):
     import yaml
 

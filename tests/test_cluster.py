@@ -103,6 +103,11 @@ def test_site_config_is_layered_over_the_run_config(tmp_path):
     assert config["resources"]["generate"] == {"cpus": 4, "mem_mb": 64000, "runtime": "auto"}
     config = run_config(["--configfile", str(DEMO_FILE), site])
     assert "llava-1.5-7b" not in config["models"] and config["cluster"]["account"] == "lab"
+    # a second site config changes only what it holds
+    more = write_yaml(tmp_path / "more.yaml", {"resources": {"generate": {"mem_mb": 128000}}})
+    config = run_config(["--configfile", site, more])
+    assert config["resources"]["generate"] == {"cpus": 4, "mem_mb": 128000, "runtime": "auto"}
+    assert config["cluster"]["account"] == "lab"
 
 
 def check(*args):
@@ -167,6 +172,7 @@ def submissions(state: Path) -> list[dict]:
     return [json.loads(line) for line in (state / "submissions.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_cancelled_job_fails_the_run_and_requests_follow_the_config(fake_slurm, tmp_path):
     """The demo from another directory with a site config: the partition file is found, each job carries the
     config's requests and a readable comment, and a job cancelled by root (sacct: "CANCELLED by 0") fails the run
@@ -187,6 +193,7 @@ def test_a_cancelled_job_fails_the_run_and_requests_follow_the_config(fake_slurm
         assert "gpus" not in job and "array" not in job
 
 
+@pytest.mark.slow
 def test_gpu_jobs_ask_for_their_models_gpus_and_cpu_jobs_for_none(fake_slurm, demo_run, tmp_path):
     """The finished demo with its evaluations and fine-tunes forced again, as if on GPUs: each submission carries
     the requests of its rule and model."""

@@ -1,5 +1,5 @@
-"""Manifests, class lists, image checks, the ImageNet manifest builder and the synthetic demo dataset
-(``vlmrepro/datasets.py``). Everything is built in ``tmp_path``; the whole file runs in a few seconds."""
+"""Manifests, class lists, image checks and the ImageNet manifest builder (``vlmrepro/datasets.py``). Everything is
+built in ``tmp_path``; the whole file runs in a few seconds."""
 
 from __future__ import annotations
 
@@ -21,11 +21,9 @@ from vlmrepro.datasets import (
     disguised_duplicate_classes,
     duplicate_classes,
     load_class_list,
-    make_synthetic_dataset,
     prepare_split,
     read_manifest,
     resolve_image,
-    synthetic_class_names,
 )
 
 CLASSES = ["cat", "dog", "bird"]
@@ -635,88 +633,6 @@ def test_imagenet_flat_val_with_incomplete_devkit_raises(tmp_path):
     with pytest.raises(ManifestError) as info:
         build_imagenet_manifest(root, ["tench"], devkit_dir=devkit)
     assert "meta.mat" in str(info.value)
-
-
-# --- synthetic demo dataset ------------------------------------------------------------------------------------
-
-
-def synth(out, seed, name="Synth", n_classes=3, train=2, test=1, size=24):
-    return make_synthetic_dataset(out, name, n_classes, train, test, size, seed)
-
-
-def image_bytes(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted((out / "images").rglob("*.png"))}
-
-
-def test_synthetic_dataset_is_deterministic(tmp_path):
-    rows_a, classes_a = synth(tmp_path / "a", seed=7)
-    rows_b, classes_b = synth(tmp_path / "b", seed=7)
-    rows_c, _ = synth(tmp_path / "c", seed=8)
-    assert rows_a == rows_b == rows_c  # rows depend on the layout only
-    assert classes_a == classes_b
-    a, b, c = image_bytes(tmp_path / "a"), image_bytes(tmp_path / "b"), image_bytes(tmp_path / "c")
-    assert len(a) == 9
-    assert a == b
-    assert a.keys() == c.keys()
-    assert all(a[k] != c[k] for k in a)  # every image changes with the seed
-
-
-def test_synthetic_dataset_layout_and_counts(tmp_path):
-    out = tmp_path / "synth"
-    rows, classes = synth(out, seed=0, name="Shapes", n_classes=4, train=3, test=2, size=20)
-    assert classes == synthetic_class_names(4)
-    assert len(classes) == len(set(classes)) == 4
-    assert sum(r["split"] == "train" for r in rows) == 4 * 3
-    assert sum(r["split"] == "test" for r in rows) == 4 * 2
-    assert [r["split"] for r in rows] == ["train"] * 12 + ["test"] * 8  # train rows first
-    for label in classes:
-        assert sum(r["label"] == label and r["split"] == "train" for r in rows) == 3
-        assert sum(r["label"] == label and r["split"] == "test" for r in rows) == 2
-    for r in rows:
-        assert set(r) == {"image", "label", "split"}
-        assert r["image"].startswith("./data/Shapes/")
-        path = out / "images" / r["image"][len("./data/Shapes/") :]
-        assert path.is_file()
-        with Image.open(path) as img:
-            assert img.size == (20, 20) and img.mode == "RGB"
-    assert len(list((out / "images").rglob("*.png"))) == len(rows)
-
-
-def test_synthetic_dataset_round_trips_through_prepare_split(tmp_path):
-    out = tmp_path / "synth"
-    rows, classes = synth(out, seed=1, name="Shapes")
-    manifest = write_manifest(tmp_path / "shapes.jsonl", rows)
-    classes_path = write_classes(tmp_path / "shapes_classes.json", classes)
-    prepared, report = prepare_split(manifest, classes_path, "test", "./data/Shapes/", out / "images", workers=2)
-    assert report["n_skipped"] == 0
-    assert [r["row"] for r in prepared] == list(range(6, 9))
-
-
-@pytest.mark.parametrize("n", [2, 6, 17, 36])
-def test_synthetic_class_names_valid_range(n):
-    names = synthetic_class_names(n)
-    assert len(names) == len(set(names)) == n
-    assert names == synthetic_class_names(36)[:n]  # a smaller set is a prefix of the full one
-    for name in names:
-        colour, shape = name.split(" ")
-        assert colour and shape
-
-
-def test_synthetic_class_names_mix_shapes_and_colours():
-    names = synthetic_class_names(6)
-    assert len({n.split(" ")[0] for n in names}) > 1
-    assert len({n.split(" ")[1] for n in names}) > 1
-
-
-@pytest.mark.parametrize("n", [-1, 0, 1, 37, 100])
-def test_synthetic_class_names_out_of_range(n):
-    with pytest.raises(ValueError, match=str(n)):
-        synthetic_class_names(n)
-
-
-def test_synthetic_dataset_rejects_bad_class_count(tmp_path):
-    with pytest.raises(ValueError):
-        synth(tmp_path / "s", seed=0, n_classes=1)
 
 
 # --- high-bit-depth and float images are scaled to 8 bits, never clipped -----------------------------------------

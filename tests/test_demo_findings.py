@@ -20,17 +20,20 @@ def test_six_findings_are_configured():
 
 
 @pytest.mark.parametrize("name", FINDINGS)
+@pytest.mark.slow
 def test_demo_shows_the_finding(checked, name):
     finding = checked[name]
     failed = [f"{c['check']}: ours {c['ours']}" for c in finding["checks"] if not c["holds"]]
     assert finding["holds"], f"{name} does not hold: {failed}"
 
 
+@pytest.mark.slow
 def test_summary_page_shows_the_findings(demo_run):
     html = (demo_run / "results/report/summary.html").read_text()
     assert "Findings" in html and "findings hold" in html and "Spearman 0.76" in html
 
 
+@pytest.mark.slow
 def test_each_comparison_of_two_accuracies_carries_its_paired_interval(checked):
     for finding in checked.values():
         for check in finding["checks"]:

@@ -405,7 +405,7 @@ def test_blip2_recipe_trains_and_evaluates_at_a_larger_size_with_interpolated_po
 def test_lora_merged_onto_the_plain_language_model_is_its_weights_plus_the_adapters(tiny_models, examples, tmp_path):
     """Upstream merged its LoRA adapters onto lmsys/vicuna-7b-v1.5 (docs/protocol.md#llava-fine-tuning): the merged
     language model is the plain LLM's weights + ΔLoRA; vision tower and projector as trained."""
-    from vlmrepro.tiny import build_tiny
+    from vlmrepro.demo.tiny import build_tiny
 
     build_tiny("llm", tmp_path / "vicuna", {"seed": 7})
     recipe = dict(epochs=1, lora={"r": 4, "alpha": 8, "dropout": 0.0})

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from vlmrepro import gpus
-from vlmrepro.smk import job_logging
+from vlmrepro.smk import running_job
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -141,22 +141,22 @@ def fake_snakemake(log, gpu=1, run=None):
     )
 
 
-def test_job_logging_without_gpus(tmp_path, monkeypatch):
+def test_running_job_without_gpus(tmp_path, monkeypatch):
     monkeypatch.setenv("VLMREPRO_GPUS", "")
     monkeypatch.setenv("VLMREPRO_GPU_LOCK_DIR", str(tmp_path / "locks"))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    with job_logging(fake_snakemake(tmp_path / "x.log")):
+    with running_job(fake_snakemake(tmp_path / "x.log")):
         assert "CUDA_VISIBLE_DEVICES" not in os.environ
     assert not (tmp_path / "locks").exists()
     assert (tmp_path / "x.log").read_text() == ""
 
 
-def test_job_logging_leases_gpus(tmp_path, monkeypatch):
+def test_running_job_leases_gpus(tmp_path, monkeypatch):
     monkeypatch.setenv("VLMREPRO_GPUS", "3")
     monkeypatch.setenv("VLMREPRO_GPU_LOCK_DIR", str(tmp_path / "locks"))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     log = tmp_path / "x.log"
-    with job_logging(fake_snakemake(log)):
+    with running_job(fake_snakemake(log)):
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
         with pytest.raises(TimeoutError):  # held for the whole job
             gpus.acquire_gpus(1, timeout_s=0, log=lambda msg: None)
@@ -165,7 +165,7 @@ def test_job_logging_leases_gpus(tmp_path, monkeypatch):
 
     # A job pinned to the CPU leases nothing, even with a gpu resource.
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    with job_logging(fake_snakemake(log, run={"device": "cpu"})):
+    with running_job(fake_snakemake(log, run={"device": "cpu"})):
         assert "CUDA_VISIBLE_DEVICES" not in os.environ
 
 

@@ -1,5 +1,5 @@
-"""ImageWikiQA (Table 5): the upstream multiple-choice parser, the w/ GT Class variant, baselines, image look-up by
-file name, and the demo question set."""
+"""ImageWikiQA (Table 5): the upstream multiple-choice parser, the w/ GT Class variant, baselines and image look-up
+by file name."""
 
 import json
 import random
@@ -15,7 +15,6 @@ from vlmrepro.imagewikiqa import (
     read_questions,
     resolve_by_file_name,
     score_mcq,
-    synthetic_questions,
     with_class_name,
 )
 
@@ -136,26 +135,6 @@ def test_images_are_found_by_file_name_and_missing_ones_counted(tmp_path):
     split, split_report = prepare_split(tmp_path / "m.jsonl", tmp_path / "c.json", "test", "./wikiqa/", val, on_bad_image="skip")
     assert [r.get("skip") for r in split] == [None, "missing", None]
     assert split_report["n_skipped"] == 1
-
-
-def test_demo_questions_need_the_class_and_name_it_only_in_the_gt_variant():
-    classes = ["red circle", "blue square", "green triangle", "orange ring"]
-    test_rows = [{"image": f"./data/s/test/{c}_{i}.png", "label": c} for c in classes for i in range(2)]
-    rows = synthetic_questions(test_rows, classes, per_class=2, seed=0)
-    assert len(rows) == len(classes) * 3 * 2
-    for row in rows:
-        assert row["classname"] not in row["text"]
-        assert row["classname"] in with_class_name(row["text"], row["classname"])
-        answer = answer_texts(row["text"])[row["label"]]
-        assert answer in row["wiki"]
-    # the same question about the same class always has the same answer; classes differ in their answers
-    by_question = {}
-    for row in rows:
-        by_question.setdefault(row["text"].split("\n")[0], {}).setdefault(row["classname"], set()).add(
-            answer_texts(row["text"])[row["label"]]
-        )
-    assert all(len(answers) == 1 for q in by_question.values() for answers in q.values())
-    assert all(len({min(a) for a in q.values()}) > 1 for q in by_question.values())
 
 
 def test_table_cell_shows_the_random_fallbacks_beside_the_accuracy():

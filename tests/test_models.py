@@ -54,7 +54,7 @@ def test_batching_does_not_change_greedy_outputs(tiny_models, rows):
 
 
 def test_prompt_beyond_context_is_na_and_never_loads_the_weights(tiny_models, rows, tmp_path):
-    from vlmrepro.tiny import build_tiny
+    from vlmrepro.demo.tiny import build_tiny
 
     build_tiny("llava", tmp_path / "short", {"max_context": 48})
     vlm = VisionLanguageModel(tmp_path / "short", "llava", device="cpu")
@@ -68,7 +68,7 @@ def test_prompt_beyond_context_is_na_and_never_loads_the_weights(tiny_models, ro
 
 def test_overflow_found_only_after_image_expansion_is_na_per_item(tiny_models, rows, tmp_path):
     """Text alone fits, but the 16 image tokens do not: caught per item from the processor's real lengths."""
-    from vlmrepro.tiny import build_tiny
+    from vlmrepro.demo.tiny import build_tiny
 
     build_tiny("llava", tmp_path / "tight", {"max_context": 30})
     vlm = VisionLanguageModel(tmp_path / "tight", "llava", device="cpu")
@@ -138,7 +138,7 @@ def _upstream_loop(model_dir, queries, template, marker, batch_size, max_new_tok
 def right_padded(tmp_path_factory):
     """A tiny BLIP-2 whose saved tokenizer pads on the right, as Salesforce/blip2-opt-2.7b's does, and 16 closed-world
     queries whose prompts differ in length (3 candidates of different names)."""
-    from vlmrepro.tiny import build_tiny
+    from vlmrepro.demo.tiny import build_tiny
 
     model_dir = tmp_path_factory.mktemp("right-padded") / "blip2"
     build_tiny("blip2", model_dir, {"padding_side": "right"})

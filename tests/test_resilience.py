@@ -112,6 +112,7 @@ def prepared(tmp_path_factory):
     return root, work, (reference / TARGET).read_bytes()
 
 
+@pytest.mark.slow
 def test_gathered_outputs_are_byte_identical_whatever_the_shard_count(prepared, tmp_path):
     root, work, reference = prepared
     shards = 5  # of 4 batches: one shard has nothing to do
@@ -128,6 +129,7 @@ def cache_lines(folder):
 
 
 @pytest.mark.parametrize("seed", [2])  # one random kill point per run: the suite has a time budget
+@pytest.mark.slow
 def test_a_job_killed_at_a_random_point_resumes_to_identical_outputs(prepared, tmp_path, seed):
     root, work, reference = prepared
     run_dir = tmp_path / "run"

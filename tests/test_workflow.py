@@ -97,15 +97,17 @@ def test_slurm_profile_plans_gpu_jobs(tmp_path, monkeypatch):
     proc = snakemake("--profile", str(REPO / "profiles" / "slurm"), "-n", workdir=tmp_path)
     # 193 outputs, ImageNet's in 25 shards and others in 2-4 (without an OpenAI key, not the caption fine-tunes')
     assert planned_jobs(proc.stdout)["generate"] == 1170
-    finetune_block = re.search(r"rule finetune:\n(.*?)\n\n", proc.stdout, re.S)[1]
-    assert "gpu=4" in finetune_block
-    generate_block = re.search(r"rule generate:\n(.*?)\n\n", proc.stdout, re.S)[1]
+
+    def resources(rule):  # the resources line of the rule's first planned job
+        return re.search(rf"^rule {rule}:\n(?:    .*\n)*?    resources: (.*)$", proc.stdout, re.M)[1]
+
+    assert "gpu=4" in resources("finetune")
     # requests from the config (resources, cluster): any GPU type unless the config names one, runtime from the
     # estimate's throughput table
-    assert "gpu=1" in generate_block and "gpu_model" not in generate_block and "cpus_per_task=8" in generate_block
-    assert re.search(r"runtime=\d+", generate_block)
-    probe_block = re.search(r"rule probe:\n(.*?)\n\n", proc.stdout, re.S)[1]
-    assert "gpu" not in probe_block and "mem_mb=96000" in probe_block
+    generate = resources("generate")
+    assert "gpu=1" in generate and "gpu_model" not in generate and "cpus_per_task=8" in generate
+    assert re.search(r"runtime=\d+", generate)
+    assert "gpu" not in resources("probe") and "mem_mb=96000" in resources("probe")
 
 
 def test_lint_is_clean(tmp_path):
@@ -200,6 +202,7 @@ def local_dataset_config(tmp_path, checksum=None, directory=None):
     return write_config(tmp_path, config)
 
 
+@pytest.mark.slow
 def test_missing_image_directory_plans_but_fails_naming_it(tmp_path):
     configfile = local_dataset_config(tmp_path)
     assert snakemake("-n", "--configfile", configfile, workdir=tmp_path).returncode == 0
@@ -210,6 +213,7 @@ def test_missing_image_directory_plans_but_fails_naming_it(tmp_path):
     assert (tmp_path / "resources/upstream/cars/manifest.jsonl").exists()  # verified download kept
 
 
+@pytest.mark.slow
 def test_bad_checksum_fails_naming_the_url_and_keeps_nothing(tmp_path):
     configfile = local_dataset_config(tmp_path, checksum="sha256:" + "0" * 64)
     proc = snakemake("--configfile", configfile, "--cores", "1", "resources/upstream/cars/manifest.jsonl", workdir=tmp_path, check=False)
@@ -244,6 +248,7 @@ def test_demo_dry_run_plans_the_whole_dag(tmp_path):
     assert "download_model" not in jobs and "download_upstream_file" not in jobs  # nothing of config.yaml leaks in
 
 
+@pytest.mark.slow
 def test_demo_report_holds_table1(demo_run):
     table = (demo_run / "results/tables/table1.csv").read_text()
     n_vlms = len(DEMO["tables"]["table1"]["groups"][0]["models"])
@@ -270,6 +275,7 @@ def test_demo_report_holds_table1(demo_run):
         ("padding", ["ours_fast", "comes from padding"]),
     ],
 )
+@pytest.mark.slow
 def test_demo_renders_every_table_page(demo_run, table, expected):
     import pandas as pd
 
@@ -280,6 +286,7 @@ def test_demo_renders_every_table_page(demo_run, table, expected):
     assert f"{table}.html" in (demo_run / "results/report/index.html").read_text()
 
 
+@pytest.mark.slow
 def test_demo_imagewikiqa_runs_every_model_and_the_baselines(demo_run):
     import pandas as pd
 
@@ -303,6 +310,7 @@ def test_demo_imagewikiqa_runs_every_model_and_the_baselines(demo_run):
     assert mix["n_corpus"] > mix["n_text_only"] > 0  # the world corpus: image records and text-only facts
 
 
+@pytest.mark.slow
 def test_demo_results_are_batch_size_and_resume_invariant(demo_run):
     import pandas as pd
 
@@ -312,6 +320,7 @@ def test_demo_results_are_batch_size_and_resume_invariant(demo_run):
     assert "robustness.html" in (demo_run / "results/report/index.html").read_text()
 
 
+@pytest.mark.slow
 def test_demo_dataset_statistics_count_the_manifest(demo_run):
     import pandas as pd
 
@@ -322,6 +331,7 @@ def test_demo_dataset_statistics_count_the_manifest(demo_run):
     assert table["shapes36", "n_classes"] == 36 and table["shapes12", "n_classes"] == 12
 
 
+@pytest.mark.slow
 def test_demo_summary_lists_every_paper_table_and_what_is_missing(demo_run):
     html = (demo_run / "results/report/summary.html").read_text()
     for table in ("Table 1", "Table 5", "Table 7", "Table 8", "Table 13"):
@@ -334,6 +344,7 @@ def test_demo_summary_lists_every_paper_table_and_what_is_missing(demo_run):
     assert "summary.html" in (demo_run / "results/report/index.html").read_text()
 
 
+@pytest.mark.slow
 def test_demo_overflowing_closed_world_is_na_like_the_paper(demo_run):
     import pandas as pd
 
@@ -344,11 +355,13 @@ def test_demo_overflowing_closed_world_is_na_like_the_paper(demo_run):
     assert {"item", "row", "image", "label", "prompt", "output", "pred", "model_revision"} <= outputs[0].keys()
 
 
+@pytest.mark.slow
 def test_demo_is_complete_after_run(demo_run):
     proc = snakemake("-n", "--configfile", str(DEMO_FILE), workdir=demo_run)
     assert "Nothing to be done" in proc.output
 
 
+@pytest.mark.slow
 def test_editing_one_models_prompt_reruns_only_its_jobs(demo_run, tmp_path):
     config = copy.deepcopy(DEMO)
     config["models"]["tiny-llava"]["template"] = "USER: <image>\n{question} Answer briefly.\nASSISTANT:"
@@ -369,6 +382,7 @@ def test_editing_one_models_prompt_reruns_only_its_jobs(demo_run, tmp_path):
             assert re.match(r"model=tiny-llava(-caption-shapes12)?(,|$)", wildcards), wildcards
 
 
+@pytest.mark.slow
 def test_comment_edit_reruns_nothing(demo_run, tmp_path):
     text = DEMO_FILE.read_text().replace("seed: 1234", "seed: 1234  # the upstream seed")
     configfile = tmp_path / "config.yaml"
@@ -377,6 +391,7 @@ def test_comment_edit_reruns_nothing(demo_run, tmp_path):
     assert "Nothing to be done" in proc.output
 
 
+@pytest.mark.slow
 def test_changing_the_seed_reruns_plans_and_everything_after(demo_run, tmp_path):
     config = copy.deepcopy(DEMO)
     config["seed"] = 1
@@ -389,6 +404,7 @@ def test_changing_the_seed_reruns_plans_and_everything_after(demo_run, tmp_path)
     assert "build_tiny_model" not in jobs and "prepare_split" not in jobs
 
 
+@pytest.mark.slow
 def test_changing_the_training_threads_retrains_every_model(demo_run, tmp_path):
     """The thread count changes the order of float sums, so it is a parameter of every training job (world models
     and fine-tunes), not the cores Snakemake gives a job: changing it retrains them all and nothing else."""
@@ -405,6 +421,7 @@ def test_changing_the_training_threads_retrains_every_model(demo_run, tmp_path):
     assert "Nothing to be done" in proc.output
 
 
+@pytest.mark.slow
 def test_snakemake_report_lists_the_rendered_pages(demo_run, tmp_path):
     report = tmp_path / "report.html"
     snakemake("--configfile", str(DEMO_FILE), "--report", str(report), workdir=demo_run)
@@ -437,6 +454,7 @@ def test_generation_is_priced_by_typical_answer_length_not_the_cap():
     assert cot == pytest.approx(base * 200 / 20)
 
 
+@pytest.mark.slow
 def test_demo_generates_the_right_padded_model_under_both_batching_modes(demo_run):
     outputs = demo_run / "results/outputs/tiny-blip2/shapes12"
     upstream = json.loads((outputs / "closed_world.meta.json").read_text())

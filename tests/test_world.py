@@ -9,7 +9,7 @@ from PIL import Image
 
 from vlmrepro.config import check_config
 from vlmrepro.findings import evaluate_check, evaluate_findings, score_refs
-from vlmrepro.world import DEFAULT_SPEC, build_world, long_tail_counts, world_classes
+from vlmrepro.demo.world import DEFAULT_SPEC, build_world, long_tail_counts, world_classes
 
 TINY_WORLD = {"clip_per_class": 3, "head": 8, "tail": 1, "train_per_class": 2, "test_per_class": 2, "wikiqa_per_class": 1}
 
@@ -57,7 +57,7 @@ def test_every_class_has_a_chain_of_thought_question_and_counts_list_its_image_r
 def test_trained_models_load_through_the_hub_loaders(world, tmp_path):
     from vlmrepro.io import read_json, read_jsonl
     from vlmrepro.models import ClipModel, VisionLanguageModel
-    from vlmrepro.train_world import llava_examples, train_clip, train_llava
+    from vlmrepro.demo.train import llava_examples, train_clip, train_llava
 
     root = world / "a"
     clip_log = train_clip(read_jsonl(root / "clip_corpus.jsonl"), root / "images", tmp_path / "clip", {"epochs": 1})

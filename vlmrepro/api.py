@@ -4,7 +4,7 @@ API calls cost money, are rate limited and fail transiently, so:
 
 - each response is appended to a write-ahead JSON Lines cache the moment it arrives, and a rerun (after a crash,
   a kill or a partial failure) requests only what is missing: nothing is paid for twice;
-- the SDKs' own retries are off and one bounded loop decides what is retried (rate limits, server errors,
+- the SDKs' own retries are off and one bounded tenacity policy decides what is retried (rate limits, server errors,
   connection trouble, malformed responses) and what is not (bad request, authentication, permission);
 - the key is read only from the environment and ``ApiModel.ask`` never returns or raises it, so records, the
   cache and logs cannot leak it.
@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from .cache import WriteAheadCache, cache_key
 from .credentials import read_credential, scrub
+from .prompts import render
 
 PROVIDERS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
 GEMINI_FALLBACK_ENV = "GOOGLE_API_KEY"
@@ -230,23 +231,40 @@ def run_api_generation(
     cache = WriteAheadCache(cache_path)
     label = f"{model.provider}/{model.model}"
 
+    # imported here, not at the top: the Snakemake process imports this module only for missing_key
+    from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+    exponential = wait_exponential(multiplier=backoff_s, max=max_backoff_s)
+
+    def backoff(state: RetryCallState) -> float:
+        """The exponential wait, or the server's ``retry_after`` where longer; never over ``max_backoff_s``."""
+        return min(max_backoff_s, max(exponential(state), state.outcome.exception().retry_after or 0.0))
+
+    retrying = Retrying(
+        retry=retry_if_exception(lambda exc: isinstance(exc, ApiError) and exc.retryable),
+        stop=stop_after_attempt(max_attempts),
+        wait=backoff,
+        sleep=sleep,
+        reraise=True,  # the last ApiError itself, not tenacity's RetryError
+    )
+
     def request(item: Any, text: str, image: bytes | None, mime: str) -> tuple[tuple[str, str] | ApiError, int]:
         """Try until the first success; returns (answer or last error, requests sent)."""
-        attempt = 0
-        while True:
-            try:
-                return model.ask(text, image, mime), attempt + 1
-            except ApiError as exc:
-                if not exc.retryable or attempt + 1 == max_attempts:
-                    return exc, attempt + 1
-                wait = min(max_backoff_s, max(backoff_s * 2**attempt, exc.retry_after or 0.0))
-                reason = str(exc)[:REASON_CHARS]
-                log(f"{label}: item {item}: {reason}; retry {attempt + 1}/{max_attempts - 1} in {wait:.1f}s")
-                sleep(wait)
-                attempt += 1
+
+        def log_retry(state: RetryCallState) -> None:
+            reason = str(state.outcome.exception())[:REASON_CHARS]
+            retry = f"retry {state.attempt_number}/{max_attempts - 1} in {state.upcoming_sleep:.1f}s"
+            log(f"{label}: item {item}: {reason}; {retry}")
+
+        attempts = retrying.copy(before_sleep=log_retry)
+        try:
+            answer = attempts(model.ask, text, image, mime)
+        except ApiError as exc:  # not retryable, or the last attempt's
+            return exc, attempts.statistics["attempt_number"]
+        return answer, attempts.statistics["attempt_number"]
 
     def run_one(query: dict) -> tuple[dict, int]:
-        text = template.replace("{question}", query["question"])
+        text = render(template, query["question"])
         record = {k: query[k] for k in ("item", "row", "image", "label", "choices")}
         record.update(model_revision=revision, prompt=text)
         if query.get("skip"):

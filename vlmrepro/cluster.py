@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 
@@ -50,8 +49,6 @@ COMPUTE_RULES = frozenset(
         "build_world",
         "correlate_frequency",
         "count_frequency",
-        "make_synthetic_corpus",
-        "make_synthetic_dataset",
         "prepare_split",
         "probe",
         "tokenize_corpus",

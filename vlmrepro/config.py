@@ -6,7 +6,6 @@ from __future__ import annotations
 from vlmrepro import cluster
 
 CLIP_FAMILIES = ("open_clip",)  # families scored as image-text embedding models
-WEIGHTLESS_FAMILIES = ("api", "baseline")  # no hub snapshot or tiny build
 
 
 class ConfigError(ValueError):
@@ -76,14 +75,14 @@ def check_config(config: dict) -> None:
             errors.append(f"{where}.synonyms needs a url, or synthetic: true")
         if "world" in ds:
             check_world(f"{where}.world.name", ds["world"]["name"])
-        if "synthetic" in ds or "benchmark" in ds or "world" in ds:
+        if "benchmark" in ds or "world" in ds:
             continue
         if "mcq" in ds:
             mcq = ds["mcq"]
             if mcq["images_from"] not in config.get("datasets", {}):
                 errors.append(f"{where}.mcq.images_from: unknown dataset {mcq['images_from']!r}")
-            if len({"synthetic", "world"} & mcq.keys()) + bool({"url", "checksum"} & mcq.keys()) != 1:
-                errors.append(f"{where}.mcq needs url + checksum, synthetic, or world")
+            if ("world" in mcq) + bool({"url", "checksum"} & mcq.keys()) != 1:
+                errors.append(f"{where}.mcq needs url + checksum, or world")
             if "world" in mcq:
                 check_world(f"{where}.mcq.world", mcq["world"])
             continue
@@ -125,8 +124,8 @@ def check_config(config: dict) -> None:
             if model.get("batching") == "upstream" and model.get("backend") == "vllm":
                 errors.append(f"{where}: batching upstream (padded HF batches) needs backend transformers")
     for key, corpus in config.get("corpora", {}).items():
-        if len({"hub", "synthetic", "world"} & corpus.keys()) != 1:
-            errors.append(f"corpora.{key} needs exactly one of hub, synthetic or world")
+        if len({"hub", "world"} & corpus.keys()) != 1:
+            errors.append(f"corpora.{key} needs exactly one of hub or world")
     settings, datasets = config.get("settings", {}), config.get("datasets", {})
     models = dict(config.get("models", {}))
     for key, recipe in config.get("finetunes", {}).items():

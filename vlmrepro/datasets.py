@@ -1,5 +1,5 @@
 """Dataset manifests: upstream JSON Lines manifests and class lists, the ImageNet manifest builder, image checks,
-and the synthetic demo dataset.
+and the shapes and colours the demo world draws.
 
 A manifest row is ``{"image": "./data/…", "label": <class name>, "split": "train"|"test"|"valid", …}``
 (docs/protocol.md#manifests-and-row-order). Row order is significant (it feeds the seeded shuffle), so rows are
@@ -339,7 +339,7 @@ def build_imagenet_manifest(imagenet_dir, classes: list[str], splits=("train", "
     return rows
 
 
-# --- synthetic demo dataset -----------------------------------------------------------------------------------
+# --- shapes and colours of the demo world (vlmrepro.demo.world) -----------------------------------------------
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring")
 COLOURS = {
@@ -363,18 +363,9 @@ SYNTHETIC_SYNONYMS = {
 }
 
 
-def synthetic_class_names(n_classes: int) -> list[str]:
-    names = [f"{colour} {shape}" for shape in SHAPES for colour in COLOURS]
-    if not 2 <= n_classes <= len(names):
-        raise ValueError(f"synthetic n_classes must be between 2 and {len(names)}, got {n_classes}")
-    # interleave so that small class sets still mix shapes and colours
-    order = sorted(range(len(names)), key=lambda i: (i % len(COLOURS) + i // len(COLOURS)) % len(COLOURS) * 100 + i)
-    return [names[i] for i in order[:n_classes]]
-
-
 def paint_shape(draw, shape: str, cx: float, cy: float, radius: float, fill, ring_width: int, square_scale: float = 1.0,
                 bar_divisor: float = 3) -> None:  # fmt: skip
-    """One of SHAPES centred at (cx, cy) on a PIL ``ImageDraw``: the demo datasets' and the demo world's drawing."""
+    """One of SHAPES centred at (cx, cy) on a PIL ``ImageDraw``: the demo world's drawing."""
     if shape == "circle":
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=fill)
     elif shape == "ring":
@@ -392,40 +383,3 @@ def paint_shape(draw, shape: str, cx: float, cy: float, radius: float, fill, rin
         draw.rectangle((cx - radius, cy - w, cx + radius, cy + w), fill=fill)
     else:
         raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
-
-
-def draw_shape(name: str, size: int, rng) -> Image.Image:
-    """One image of class ``name`` ('<colour> <shape>'): jittered position, scale and background."""
-    from PIL import ImageDraw
-
-    colour_name, shape = name.split(" ", 1)
-    background = tuple(int(v) for v in rng.integers(0, 90, size=3))
-    img = Image.new("RGB", (size, size), background)
-    draw = ImageDraw.Draw(img)
-    radius = size * rng.uniform(0.22, 0.38)
-    cx, cy = size / 2 + rng.uniform(-0.12, 0.12) * size, size / 2 + rng.uniform(-0.12, 0.12) * size
-    fill = tuple(int(min(255, max(0, c + rng.integers(-25, 26)))) for c in COLOURS[colour_name])
-    paint_shape(draw, shape, cx, cy, radius, fill, ring_width=max(2, int(radius / 3)))
-    return img
-
-
-def make_synthetic_dataset(
-    out_dir, name: str, n_classes: int, train_per_class: int, test_per_class: int, image_size: int, seed: int
-) -> tuple[list[dict], list[str]]:
-    """Write images under ``out_dir/images`` and return (manifest rows, class list) in the upstream format."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    classes = synthetic_class_names(n_classes)
-    rows = []
-    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
-        for label in classes:
-            folder = Path(out_dir) / "images" / split / label.replace(" ", "_")
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                # unique file names, as ImageNet's: ImageWikiQA-style sets find images by name
-                file = folder / f"{split}_{label.replace(' ', '_')}_{i:04d}.png"
-                draw_shape(label, image_size, rng).save(file)
-                rel = file.relative_to(Path(out_dir) / "images").as_posix()
-                rows.append({"image": f"{UPSTREAM_PREFIX}{name}/{rel}", "label": label, "split": split})
-    return rows, classes

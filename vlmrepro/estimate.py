@@ -48,9 +48,6 @@ def planned_jobs(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
 def _split_size(config: dict, dataset: str, split: str) -> int:
     spec = config["datasets"][dataset]
     sizes = spec["sizes"]
-    if "synthetic" in spec:
-        synthetic = spec["synthetic"]
-        sizes = {s: synthetic["n_classes"] * synthetic[f"{s}_per_class"] for s in ("train", "test")}
     if split == "all":
         return sum(sizes.values())
     split = spec["eval_split"] if split == "eval" else split

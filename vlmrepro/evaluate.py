@@ -245,7 +245,7 @@ def run_clip_zero_shot(
 
     if "{label}" not in text_template:
         raise ValueError(f"CLIP text template {text_template!r} has no {{label}} slot")
-    text_features = clip.encode_texts([text_template.replace("{label}", c) for c in classes])
+    text_features = clip.encode_texts([render(text_template, label=c) for c in classes])
     first_index = first_indices(classes)
     records = [base_record(q, revision) for q in queries]
     todo = []

@@ -149,34 +149,3 @@ def correlate(frequency: dict[str, int], accuracy: dict[str, float]) -> dict:
     result["bins"] = bins
     result["pairs"] = [{"label": label, "frequency": x, "accuracy": y} for label, x, y in zip(accuracy, xs, ys)]
     return result
-
-
-def synthetic_corpus(classes: list[str], n_records: int, zipf: float, seed: int) -> list[dict]:
-    """LLaVA-format conversations whose class mentions follow a long tail: the class of rank r is drawn with
-    probability ∝ r^-zipf. The ranking is the same for every corpus (frequent concepts are frequent in both
-    training stages); ``seed`` drives the draws. Some mentions open a sentence, where the upstream rule misses them."""
-    import numpy as np
-
-    ranked = [classes[i] for i in np.random.default_rng(0).permutation(len(classes))]
-    rng = np.random.default_rng(seed)
-    weights = np.arange(1, len(ranked) + 1, dtype=float) ** -zipf
-    picks = rng.choice(len(ranked), size=n_records, p=weights / weights.sum())
-    openers = [
-        "This is a photo of a {} on a plain background.",
-        "The image shows a {} in the middle.",
-        "I can see a {} here, clearly.",
-        "{} shapes like this are common.",
-    ]
-    records = []
-    for i, k in enumerate(picks):
-        sentence = openers[int(rng.integers(len(openers)))].format(ranked[k])
-        records.append(
-            {
-                "id": f"synthetic-{i}",
-                "conversations": [
-                    {"from": "human", "value": "Describe a shape you saw today, briefly."},
-                    {"from": "gpt", "value": sentence[0].upper() + sentence[1:] + " Nothing else is visible."},
-                ],
-            }
-        )
-    return records

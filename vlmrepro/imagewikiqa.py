@@ -8,7 +8,6 @@ that can only be answered by recognising it.
 * ``parse_choice``: the MMMU-style parser of the upstream notebooks (docs/protocol.md#multiple-choice-parser), random
   fallback included.
 * ``baselines``: random guessing and the most frequent gold letter, from the file itself.
-* ``synthetic_questions``: a demo set in the same format whose answers depend on recognising the class.
 """
 
 from __future__ import annotations
@@ -162,70 +161,3 @@ def baselines(rows: list[dict]) -> dict[str, dict]:
             "n_evaluated": len(rows),
         },
     }
-
-
-def synthetic_questions(test_rows: list[dict], classes: list[str], per_class: int, seed: int) -> list[dict]:
-    """Demo ImageWikiQA: for each class, questions about facts of its colour and shape that the question never names
-    ("How many corners does this object have?"), over ``per_class`` of its test images; rows shuffled."""
-    facts = {
-        "corners": ("How many corners does this object have?", SHAPE_CORNERS),
-        "hue": ("Which colour family does this object belong to?", COLOUR_FAMILY),
-        "sound": ("Which sound is this object's colour named after in the demo world's lore?", COLOUR_SOUND),
-    }
-    rng = random.Random(seed)
-    by_class: dict[str, list[dict]] = {}
-    for row in test_rows:
-        by_class.setdefault(row["label"], []).append(row)
-    out = []
-    for name in classes:
-        colour, shape = name.split(" ", 1)
-        for key, (question, table) in facts.items():
-            value_key = shape if key == "corners" else colour
-            answer = table[value_key]
-            wrong = sorted({v for v in table.values() if v != answer})
-            choices = [answer] + rng.sample(wrong, 3)
-            rng.shuffle(choices)
-            label = LETTERS[choices.index(answer)]
-            text = "\n".join(
-                [question, *(f"{x}. {c}" for x, c in zip(LETTERS, choices)), "Choose A, B, C, or D."]
-            )
-            for row in by_class.get(name, [])[:per_class]:
-                out.append(
-                    {
-                        "image": "images/" + os.path.basename(row["image"]),
-                        "text": text,
-                        "label": label,
-                        "wiki": f"A {name} has the {key} {answer}.",
-                        "classname": name,
-                        "source_image": row["image"],
-                    }
-                )
-    rng.shuffle(out)
-    return out
-
-
-# Facts of the demo world (ImageWikiQA's Wikipedia facts stand-in): learnable only by recognising the class.
-SHAPE_CORNERS = {
-    "circle": "none",
-    "ring": "none, with a hole",
-    "square": "four",
-    "triangle": "three",
-    "diamond": "four, tilted",
-    "cross": "twelve",
-}
-COLOUR_FAMILY = {
-    "red": "warm red",
-    "green": "leafy green",
-    "blue": "sky blue",
-    "yellow": "sunny yellow",
-    "purple": "violet",
-    "orange": "citrus",
-}
-COLOUR_SOUND = {
-    "red": "a drum",
-    "green": "a flute",
-    "blue": "a cello",
-    "yellow": "a bell",
-    "purple": "a harp",
-    "orange": "a trumpet",
-}

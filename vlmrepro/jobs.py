@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import traceback
 
-from .io import atomic_path, read_json, read_jsonl, write_json, write_jsonl, write_text
+from .io import atomic_dir, atomic_path, read_json, read_jsonl, write_json, write_jsonl, write_text
 
 
 @contextlib.contextmanager
@@ -106,23 +106,19 @@ def gather_loglik(input, output, log) -> None:
 def gather_features(input, output, log) -> None:
     """The jobs' feature files moved into one folder (they are numbered over the whole run) with one index."""
     import os
-    import shutil
     from pathlib import Path
 
     from .features import merge_indexes
 
     with _logged(log[0]) as out:
-        work = Path(output[0] + ".part")
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
         parts = [read_json(Path(folder) / "index.json") for folder in input]
-        for folder, part in zip(input, parts):
-            for shard in part["shards"]:
-                os.link(Path(folder) / shard["file"], work / shard["file"])  # no copy of large files
-        index = merge_indexes(parts)
-        write_json(work / "index.json", index)
-        shutil.rmtree(output[0], ignore_errors=True)
-        os.replace(work, output[0])
+        with atomic_dir(output[0]) as work:
+            work.mkdir(parents=True)
+            for folder, part in zip(input, parts):
+                for shard in part["shards"]:
+                    os.link(Path(folder) / shard["file"], work / shard["file"])  # no copy of large files
+            index = merge_indexes(parts)
+            write_json(work / "index.json", index)
         print(f"{index['n_items']} items in {len(index['shards'])} files from {len(parts)} job(s)", file=out)
 
 
@@ -235,16 +231,6 @@ def rescore_synonyms(input, output, params, log) -> None:
         )
         write_json(output[0], result)
         print(result, file=out)
-
-
-def make_synthetic_questions(input, output, params, log) -> None:
-    from .imagewikiqa import synthetic_questions
-
-    with _logged(log[0]) as out:
-        spec = params.spec
-        rows = synthetic_questions(read_jsonl(input.rows), read_json(input.classes), spec["per_class"], spec["seed"])
-        write_jsonl(output[0], rows)
-        print(f"{len(rows)} questions", file=out)
 
 
 def build_mcq_manifest(input, output, params, log) -> None:

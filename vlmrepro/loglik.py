@@ -144,7 +144,7 @@ def per_class_logprobs(vlm, image, template: str, question: str, classes, class_
     results: list[np.ndarray] = []
     for start in range(0, len(classes), chunk):
         names, ids = classes[start : start + chunk], class_ids[start : start + chunk]
-        prompts = [render(template, question).replace("{label}", name) for name in names]
+        prompts = [render(template, question, label=name) for name in names]
         if image is not None:
             inputs = vlm.encode([image] * len(names), prompts)
             logits = vlm.model(**inputs).logits

@@ -14,7 +14,6 @@ from typing import NamedTuple
 
 import torch
 
-from .config import CLIP_FAMILIES
 from .datasets import IMAGE_ASPECT_RATIOS, pad_to_square, processor_mean_colour
 
 VLM_FAMILIES = ("llava", "llava_next", "blip2", "instructblip")

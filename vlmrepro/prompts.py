@@ -5,10 +5,16 @@ model's jobs."""
 from __future__ import annotations
 
 
-def render(template: str, question: str) -> str:
-    if "{question}" not in template:
-        raise ValueError(f"chat template {template!r} has no {{question}} slot")
-    return template.replace("{question}", question)
+def render(template: str, question: str | None = None, label: str | None = None) -> str:
+    """``template`` with ``{question}`` filled in, then ``{label}`` (so a question that names ``{label}`` gets it
+    too); each only when given. A given question needs its slot, else it would be dropped without a word."""
+    if question is not None:
+        if "{question}" not in template:
+            raise ValueError(f"chat template {template!r} has no {{question}} slot")
+        template = template.replace("{question}", question)
+    if label is not None:
+        template = template.replace("{label}", label)
+    return template
 
 
 def extract_answer(decoded: str, marker: str) -> str:

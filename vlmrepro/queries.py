@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import random
 
+from .prompts import render
+
 
 def closed_world_question(init_prompt: str, choices: list[str]) -> str:
     return f'{init_prompt} Choose one from "{", ".join(choices)}".'
@@ -26,7 +28,7 @@ def _question(row: dict, question: str, choices, source: str) -> str:
         from .imagewikiqa import with_class_name
 
         return with_class_name(row["text"], row["classname"])
-    question = question.replace("{label}", row["label"])  # caption-data prompts name the image's class
+    question = render(question, label=row["label"])  # caption-data prompts name the image's class
     return question if choices is None else closed_world_question(question, choices)
 
 

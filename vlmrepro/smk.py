@@ -21,7 +21,7 @@ def _gpus_wanted(snakemake) -> int:
 
 
 @contextlib.contextmanager
-def job_logging(snakemake, threads: int | None = None):
+def running_job(snakemake, threads: int | None = None):
     """Log into the rule's log file; also pin torch to the job's threads (parallel jobs must not oversubscribe),
     or to ``threads`` where the result depends on the thread count (training reduces float sums in another
     order with another count, so its count comes from the config, never from the cores Snakemake gave the job);

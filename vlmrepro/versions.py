@@ -16,7 +16,7 @@ TINY_BUILDER = 2  # 2: the tiny OPT tokenizer adds BOS like facebook/opt's
 API = 1
 BENCHMARK = 1
 SYNTHETIC_DATA = 2  # 2: demo images named uniquely (found by file name), text-only synthetic instruction corpus
-WORLD = 3  # the demo world (vlmrepro.world): classes, images, corpora, mini ImageWikiQA
+WORLD = 3  # the demo world (vlmrepro.demo.world): classes, images, corpora, mini ImageWikiQA
 # 2: four values per fact, all offered by every question; class frequencies balanced over shapes and colours
 # 3: a chain-of-thought MCQ of every class on top of the long tail; short answers name the class only when sure
-WORLD_TRAINING = 1  # its CLIP and LLaVA trainers (vlmrepro.train_world)
+WORLD_TRAINING = 1  # its CLIP and LLaVA trainers (vlmrepro.demo.train)

@@ -1,4 +1,4 @@
-"""Training the demo world's models on a CPU (see ``vlmrepro.world``): a tiny CLIP trained contrastively on the
+"""Training the demo world's models on a CPU (see ``vlmrepro.demo.world``): a tiny CLIP trained contrastively on the
 even corpus, and a tiny LLaVA built as LLaVA-1.5 is — that CLIP's image tower (frozen, converted to Hugging Face
 ``CLIPVisionModel`` weights), a two-layer MLP projector and a Llama language model — trained on the long-tailed VLM
 corpus (plus the language model's own "wiki" knowledge).
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from . import world
-from .finetune import deterministic_algorithms
+from ..finetune import deterministic_algorithms
 
 CLIP_SPEC = {
     "seed": 0,
@@ -106,6 +106,8 @@ def _clip_pixels(paths: list[str]) -> torch.Tensor:
 
 
 def _schedule(optimizer, warmup: int, total: int):
+    # linear warmup from lr/warmup, then cosine. Not transformers' get_cosine_schedule_with_warmup: its warmup
+    # starts at 0 (step/warmup), one step behind this one, which would change the demo's trained models
     def factor(step):
         if step < warmup:
             return (step + 1) / warmup
@@ -316,7 +318,7 @@ def record_segments(record: dict, vicuna: bool) -> list[list[str]]:
     """[[prompt, answer], ...] of a LLaVA-format record in the base chat layout ("USER: <image>\\n{q}\\nASSISTANT:",
     as the evaluation templates) or, with ``vicuna``, LLaVA-1.5's Vicuna v1 layout (``instruction_mix``'s, which
     the fine-tuning recipes use)."""
-    from .instruction_mix import conversation_segments
+    from ..instruction_mix import conversation_segments
 
     if vicuna:
         return conversation_segments(record["conversations"], world.SYSTEM)
@@ -340,7 +342,7 @@ def llava_examples(records: list[dict], image_roots: dict[str, str], vicuna_shar
 
 def _encode_examples(processor, examples: list[dict]) -> list[dict]:
     """Each example through ``finetune.make_collator`` once: ids, labels and pixels (or None)."""
-    from .finetune import Conversations, make_collator
+    from ..finetune import Conversations, make_collator
 
     collate = make_collator(processor)
     data = Conversations(examples)

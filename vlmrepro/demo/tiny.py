@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .datasets import COLOURS, SHAPES
+from ..datasets import COLOURS, SHAPES
 
 # Text the tiny tokenizers are trained on: the prompts of the protocol and the synthetic class vocabulary.
 CORPUS = [

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .datasets import COLOURS, SHAPES, UPSTREAM_PREFIX, paint_shape
+from ..datasets import COLOURS, SHAPES, UPSTREAM_PREFIX, paint_shape
 
 # generic (family) name of each shape: the coarse answer a captioner gives when it does not name the species
 FAMILIES = {"circle": "bead", "square": "tile", "triangle": "cone", "diamond": "gem", "cross": "star", "ring": "hoop"}
