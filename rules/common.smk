@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 from snakemake.utils import validate
 
-from vlmrepro import cluster, findings, jobs, versions
+from vlmrepro import cluster, findings, jobs, registry, versions
 from vlmrepro.api import missing_key
 from vlmrepro.config import check_config, check_config_size
 
@@ -26,34 +26,32 @@ SETTINGS = config["settings"]
 FINETUNES = config["finetunes"]
 
 # every fine-tuning recipe x dataset becomes a model of the registry, evaluated by the ordinary rules
-FINETUNED_MODELS = {}
-for _recipe, _ft in FINETUNES.items():
-    for _dataset in _ft["datasets"]:
-        FINETUNED_MODELS[f"{_recipe}-{_dataset}"] = {"recipe": _recipe, "dataset": _dataset}
-        MODELS[f"{_recipe}-{_dataset}"] = {
-            **MODELS[_ft["base"]],
-            "paper_name": _ft["paper_name"],
-            "template": _ft["template"],
-            "answer_marker": _ft["answer_marker"],
-            # the LLaVA code base's model_vqa (and LAVIS) return the generation alone, and it is scored whole
-            "answer_from": "generation",
-            # evaluated on images prepared as in training (LLaVA's model_vqa pads them to a square too)
-            "image_aspect_ratio": _ft["image_aspect_ratio"],
-            # model_vqa (LLaVA) ran one item at a time and LAVIS's caption prompt is the same for every item:
-            # nothing was padded, so left padding and sorted batches give upstream's answers
-            "batching": "fast",
-            "score_resplit": None,
-            "cot_template": _ft["cot_template"],
-            "gpus": min(MODELS[_ft["base"]]["gpus"], 1),
-            "finetuned": {"recipe": _recipe, "dataset": _dataset},
-        }
+FINETUNED_MODELS = registry.finetuned_models(config)
+for _name, _entry in FINETUNED_MODELS.items():
+    _recipe, _dataset, _ft = _entry["recipe"], _entry["dataset"], FINETUNES[_entry["recipe"]]
+    MODELS[_name] = {
+        **MODELS[_ft["base"]],
+        "paper_name": _ft["paper_name"],
+        "template": _ft["template"],
+        "answer_marker": _ft["answer_marker"],
+        # the LLaVA code base's model_vqa (and LAVIS) return the generation alone, and it is scored whole
+        "answer_from": "generation",
+        # evaluated on images prepared as in training (LLaVA's model_vqa pads them to a square too)
+        "image_aspect_ratio": _ft["image_aspect_ratio"],
+        # model_vqa (LLaVA) ran one item at a time and LAVIS's caption prompt is the same for every item:
+        # nothing was padded, so left padding and sorted batches give upstream's answers
+        "batching": "fast",
+        "score_resplit": None,
+        "cot_template": _ft["cot_template"],
+        "gpus": min(MODELS[_ft["base"]]["gpus"], 1),
+        "finetuned": {"recipe": _recipe, "dataset": _dataset},
+    }
 
-# weightless "models" of a table: naive baselines computed from the data, and proprietary models behind APIs
-BASELINE_MODELS = [k for k, m in MODELS.items() if m["family"] == "baseline"]
-API_MODELS = [k for k, m in MODELS.items() if m["family"] == "api"]
-# "llm": a plain language model, only the base a LoRA fine-tune is merged onto (finetunes.<r>.lora_merge_base)
-VLM_MODELS = [k for k, m in MODELS.items() if m["family"] not in ("open_clip", "baseline", "api", "llm")]
-CLIP_MODELS = [k for k, m in MODELS.items() if m["family"] == "open_clip"]
+# the model families and setting kinds are defined in vlmrepro/registry.py
+BASELINE_MODELS = registry.models_of_family(MODELS, registry.BASELINE_FAMILIES)
+API_MODELS = registry.models_of_family(MODELS, registry.API_FAMILIES)
+VLM_MODELS = registry.vlm_models(MODELS)
+CLIP_MODELS = registry.models_of_family(MODELS, registry.CLIP_FAMILIES)
 HUB_MODELS = [k for k, m in MODELS.items() if "hub" in m and k not in FINETUNED_MODELS]
 # demo models trained in a synthetic world (worlds.<name>) by their own jobs; a CLIP, and a LLaVA on its tower
 TRAINED_MODELS = [k for k, m in MODELS.items() if "train" in m and k not in FINETUNED_MODELS]
@@ -63,18 +61,18 @@ WORLD_FILES = ["classes.json", "classes_full.json", "manifest.jsonl", "wikiqa.js
 WORLD_FILES += ["vlm_corpus.json", "wiki_corpus.json", "counts.json", "world.json"]
 API = config["api"]
 TINY_MODELS = [k for k, m in MODELS.items() if "tiny" in m and k not in FINETUNED_MODELS]
-GENERATE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "generate"]
-CLIP_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "clip"]
-LOGLIK_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "loglik"]
-FEATURE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] in ("features", "clip_features")]
-PROBE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "probe"]
-FREQUENCY_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "frequency"]
+GENERATE_SETTINGS = registry.settings_of_kind(SETTINGS, ("generate",))
+CLIP_SETTINGS = registry.settings_of_kind(SETTINGS, ("clip",))
+LOGLIK_SETTINGS = registry.settings_of_kind(SETTINGS, ("loglik",))
+FEATURE_SETTINGS = registry.settings_of_kind(SETTINGS, registry.FEATURE_KINDS)
+PROBE_SETTINGS = registry.settings_of_kind(SETTINGS, ("probe",))
+FREQUENCY_SETTINGS = registry.settings_of_kind(SETTINGS, ("frequency",))
 CORPORA = config["corpora"]
 WORLD_DATASETS = [k for k, d in DATASETS.items() if "world" in d]
 MCQ_DATASETS = [k for k, d in DATASETS.items() if "mcq" in d]  # ImageWikiQA-style multiple-choice sets
-RESCORE_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "rescore"]
-BENCHMARK_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "benchmark"]
-ROBUSTNESS_SETTINGS = [k for k, s in SETTINGS.items() if s["kind"] == "robustness"]
+RESCORE_SETTINGS = registry.settings_of_kind(SETTINGS, ("rescore",))
+BENCHMARK_SETTINGS = registry.settings_of_kind(SETTINGS, ("benchmark",))
+ROBUSTNESS_SETTINGS = registry.settings_of_kind(SETTINGS, ("robustness",))
 BENCHMARK_DATASETS = [k for k, d in DATASETS.items() if "benchmark" in d]  # evaluated by an external harness
 CLASSIFICATION_DATASETS = [k for k in DATASETS if k not in MCQ_DATASETS + BENCHMARK_DATASETS]
 BUILT_DATASETS = [k for k, d in DATASETS.items() if d.get("manifest", {}).get("build")]
@@ -85,23 +83,11 @@ ARCHIVE_DATASETS = [k for k, d in DATASETS.items() if "archive" in d.get("images
 
 
 def manifest_file(wildcards):
-    ds = wildcards.dataset
-    if ds in MCQ_DATASETS:
-        return f"resources/built/{ds}/manifest.jsonl"
-    if ds in WORLD_DATASETS:
-        return f"resources/world-datasets/{ds}/manifest.jsonl"
-    if ds in BUILT_DATASETS:
-        return f"resources/built/{ds}/manifest.jsonl"
-    return f"resources/upstream/{ds}/manifest.jsonl"
+    return registry.dataset_file(DATASETS, wildcards.dataset, "manifest")
 
 
 def raw_classes_file(wildcards):
-    ds = wildcards.dataset
-    if ds in MCQ_DATASETS:
-        return f"resources/built/{ds}/classes.json"
-    if ds in WORLD_DATASETS:
-        return f"resources/world-datasets/{ds}/classes.json"
-    return f"resources/upstream/{ds}/classes.json"
+    return registry.dataset_file(DATASETS, wildcards.dataset, "classes")
 
 
 def world_of(dataset):
@@ -121,29 +107,15 @@ def upstream_source(wildcards):
 
 
 def mcq_questions_file(wildcards):
-    ds = wildcards.dataset
-    if "world" in DATASETS[ds]["mcq"]:
-        return f"resources/world/{DATASETS[ds]['mcq']['world']}/wikiqa.jsonl"
-    return f"resources/upstream/{ds}/questions.jsonl"
+    return registry.questions_file(DATASETS, wildcards.dataset)
 
 
 def image_root(dataset):
-    if dataset in MCQ_DATASETS:  # images found by file name among another dataset's
-        mcq = DATASETS[dataset]["mcq"]
-        return os.path.join(image_root(mcq["images_from"]), mcq["images_subdir"])
-    if dataset in WORLD_DATASETS:
-        return f"resources/world/{world_of(dataset)}/images"
-    if dataset in ARCHIVE_DATASETS:
-        return f"resources/images/{dataset}"
-    return DATASETS[dataset]["images"]["directory"]
+    return registry.image_root(DATASETS, dataset)
 
 
 def image_prefix(dataset):
-    if dataset in MCQ_DATASETS:
-        return f"./{dataset}/"
-    if dataset in WORLD_DATASETS:
-        return f"./data/{world_of(dataset)}/"
-    return DATASETS[dataset]["images"]["prefix"]
+    return registry.image_prefix(DATASETS, dataset)
 
 
 def image_inputs(wildcards, dataset=None):
@@ -510,12 +482,9 @@ def mcq_params(wildcards):
 
 
 def synonyms_file(wildcards):
-    entry = DATASETS[wildcards.dataset].get("synonyms")
-    if not entry:
+    if not DATASETS[wildcards.dataset].get("synonyms"):
         raise ValueError(f"setting {wildcards.setting!r} needs datasets.{wildcards.dataset}.synonyms in the config")
-    if entry.get("synthetic"):
-        return f"resources/synthetic/{wildcards.dataset}/synonyms.txt"
-    return f"resources/upstream/{wildcards.dataset}/synonyms.txt"
+    return registry.synonyms_file(DATASETS, wildcards.dataset)
 
 
 def compute_resources(rule_name):
@@ -587,7 +556,7 @@ def table_cells(table):
 
 def table_score_files(wildcards):
     files = [
-        f"results/scores/{c['model']}/{c['dataset']}/{c['setting']}.json"
+        registry.score_file(c["model"], c["dataset"], c["setting"])
         for c in table_cells(wildcards.table)
         if "not_run" not in c
     ]

@@ -128,7 +128,7 @@ rule score_loglik:
         rows="results/outputs/{model}/{dataset}/{setting}.jsonl",
         logprobs="results/outputs/{model}/{dataset}/{setting}.npz",
     output:
-        "results/scores/{model}/{dataset}/{setting}.json",
+        registry.SCORE_FILE,
     log:
         "logs/score_loglik/{model}/{dataset}/{setting}.log",
     wildcard_constraints:
@@ -144,7 +144,7 @@ rule score:
         "results/outputs/{model}/{dataset}/{setting}.jsonl",
         unpack(epoch_results_input),
     output:
-        "results/scores/{model}/{dataset}/{setting}.json",
+        registry.SCORE_FILE,
     log:
         "logs/score/{model}/{dataset}/{setting}.log",
     wildcard_constraints:
@@ -165,7 +165,7 @@ rule check_invariance:
         outputs=lambda wc: f"results/outputs/{wc.model}/{wc.dataset}/{SETTINGS[wc.setting]['source']}.jsonl",
         model="models/{model}",
     output:
-        "results/scores/{model}/{dataset}/{setting}.json",
+        registry.SCORE_FILE,
     log:
         "logs/check_invariance/{model}/{dataset}/{setting}.log",
     wildcard_constraints:
@@ -187,7 +187,7 @@ rule score_baseline:
     input:
         unpack(baseline_inputs),
     output:
-        "results/scores/{model}/{dataset}/{setting}.json",
+        registry.SCORE_FILE,
     log:
         "logs/score_baseline/{model}/{dataset}/{setting}.log",
     wildcard_constraints:
@@ -207,7 +207,7 @@ rule rescore_synonyms:
         classes="results/data/{dataset}/classes.json",
         synonyms=synonyms_file,
     output:
-        "results/scores/{model}/{dataset}/{setting}.json",
+        registry.SCORE_FILE,
     log:
         "logs/rescore_synonyms/{model}/{dataset}/{setting}.log",
     wildcard_constraints:
@@ -263,7 +263,7 @@ rule probe:
         features=probe_features_dir,
         classes="results/data/{dataset}/classes.json",
     output:
-        "results/scores/{model}/{dataset}/{setting}.json",
+        registry.SCORE_FILE,
     log:
         "logs/probe/{model}/{dataset}/{setting}.log",
     wildcard_constraints:

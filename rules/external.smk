@@ -30,7 +30,7 @@ rule lmms_eval:
     input:
         model="models/{model}",
     output:
-        "results/scores/{model}/{dataset}/{setting}.json",
+        registry.SCORE_FILE,
     log:
         "logs/lmms_eval/{model}/{dataset}/{setting}.log",
     wildcard_constraints:

@@ -63,7 +63,7 @@ rule correlate_frequency:
         outputs=frequency_source,
         classes="results/data/{dataset}/classes.json",
     output:
-        "results/scores/{model}/{dataset}/{setting}.json",
+        registry.SCORE_FILE,
     log:
         "logs/correlate_frequency/{model}/{dataset}/{setting}.log",
     wildcard_constraints:

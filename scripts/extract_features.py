@@ -3,11 +3,12 @@ from vlmrepro.datasets import load_class_list
 from vlmrepro.io import atomic_dir, read_jsonl
 from vlmrepro.models import ClipModel, VisionLanguageModel, read_revision
 from vlmrepro.prompts import render
+from vlmrepro.registry import CLIP_FAMILIES
 from vlmrepro.smk import running_job
 
 with running_job(snakemake):
     run = snakemake.params.run
-    if run["family"] == "open_clip":
+    if run["family"] in CLIP_FAMILIES:
         clip = ClipModel(snakemake.input.model, run["dtype"], run["device"])
         encode = lambda images: (features.clip_features(clip, images), None)
         settings = {"device": clip.device, "dtype": str(clip.dtype)}

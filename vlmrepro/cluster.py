@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from vlmrepro.registry import base_model, recipe_of
+
 REPO = Path(__file__).resolve().parents[1]
 
 # keys a site config may hold: a --configfile with only these is layered over the run's config instead of
@@ -67,21 +69,6 @@ def is_site_config(path: str | Path) -> bool:
     return isinstance(data, dict) and bool(data) and data.keys() <= SITE_KEYS
 
 
-def recipe_of(config: dict, model: str) -> str | None:
-    """The fine-tuning recipe of a ``<recipe>-<dataset>`` model, or None for a registry model."""
-    if model in config["models"] and "finetuned" not in config["models"][model]:
-        return None
-    for recipe, spec in config["finetunes"].items():
-        if any(model == f"{recipe}-{dataset}" for dataset in spec["datasets"]):
-            return recipe
-    return None
-
-
-def _base_model(config: dict, model: str) -> str:
-    recipe = recipe_of(config, model)
-    return config["finetunes"][recipe]["base"] if recipe else model
-
-
 def gpus_of(config: dict, rule: str, wildcards: dict[str, str]) -> tuple[int, str]:
     """GPUs the job runs on, and the config key that says so."""
     if config["device"] == "cpu":
@@ -91,7 +78,7 @@ def gpus_of(config: dict, rule: str, wildcards: dict[str, str]) -> tuple[int, st
         recipe = recipe_of(config, model)
         return config["finetunes"][recipe]["gpus"], f"finetunes.{recipe}.gpus"
     if rule in MODEL_GPU_RULES:
-        base = _base_model(config, model)
+        base = base_model(config, model)
         gpus = config["models"][base]["gpus"]
         # an evaluation of a fine-tuned model runs on one GPU, whatever its base asks for
         return (min(gpus, 1), f"models.{base}.gpus") if base != model else (gpus, f"models.{model}.gpus")
@@ -110,7 +97,7 @@ def _layers(config: dict, rule: str, wildcards: dict[str, str]) -> list[tuple[st
         recipe = recipe_of(config, model)
         layers.append((f"finetunes.{recipe}.resources", config["finetunes"][recipe].get("resources", {})))
     else:
-        base = _base_model(config, model)
+        base = base_model(config, model)
         layers.append((f"models.{base}.resources", config["models"][base].get("resources", {})))
     return layers
 

@@ -4,8 +4,7 @@ Each error names the key at fault."""
 from __future__ import annotations
 
 from vlmrepro import cluster
-
-CLIP_FAMILIES = ("open_clip",)  # families scored as image-text embedding models
+from vlmrepro.registry import CLIP_FAMILIES
 
 
 class ConfigError(ValueError):

@@ -20,6 +20,8 @@ from pathlib import Path
 import yaml
 from snakemake.utils import validate
 
+from vlmrepro.registry import base_model, finetuned_models
+
 REPO = Path(__file__).resolve().parents[1]
 
 GPU_RULES = {
@@ -67,8 +69,8 @@ def job_cost(config: dict, rule: str, wc: dict[str, str]) -> tuple[int, float]:
     table = config["estimate"]["throughput"]
     model = wc.get("model", "")
     if rule == "finetune":
-        recipe_key = next(k for k in config["finetunes"] if model.startswith(f"{k}-"))
-        recipe, dataset = config["finetunes"][recipe_key], model[len(recipe_key) + 1 :]
+        entry = finetuned_models(config)[model]
+        recipe, dataset = config["finetunes"][entry["recipe"]], entry["dataset"]
         items = _split_size(config, dataset, "train") * recipe.get("epochs_by_dataset", {}).get(dataset, recipe.get("epochs", 50))
         if "mix" in recipe:
             items += config["estimate"]["instruction_mix_records"] * recipe.get("epochs", 1)
@@ -76,11 +78,7 @@ def job_cost(config: dict, rule: str, wc: dict[str, str]) -> tuple[int, float]:
         rate = {**table["default"], **table.get(base, {})}["finetune"]
         return items, items / rate * recipe.get("gpus", 1)
     kind = GPU_RULES[rule]
-    base_model = model
-    for recipe_key in config.get("finetunes", {}):
-        if model.startswith(f"{recipe_key}-"):
-            base_model = config["finetunes"][recipe_key]["base"]
-    rate = {**table["default"], **table.get(base_model, {})}[kind]
+    rate = {**table["default"], **table.get(base_model(config, model), {})}[kind]
     dataset, setting = wc["dataset"], config["settings"].get(wc.get("setting", ""), {})
     if rule == "lmms_eval":
         items = config["datasets"][dataset]["sizes"]["test"]

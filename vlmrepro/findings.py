@@ -3,16 +3,17 @@
 A check compares two scores, or a score and a number (``left - right >= margin`` for ``>``, ``right - left >=
 margin`` for ``<``; ``abs: true`` compares the absolute value of ``left``), or asks what share of the gap between
 two scores a third closes (``gap_closed``). A score is ``{model, dataset, setting, metric}`` (metric: accuracy by
-default) and is read from ``results/scores/<model>/<dataset>/<setting>.json``.
+default) and is read from its score file (``registry.SCORE_FILE``).
 """
 
 from __future__ import annotations
 
 from .intervals import difference_interval, per_item, share_interval
+from .registry import score_file
 
 
 def score_path(ref: dict) -> str:
-    return f"results/scores/{ref['model']}/{ref['dataset']}/{ref['setting']}.json"
+    return score_file(ref["model"], ref["dataset"], ref["setting"])
 
 
 def check_refs(check: dict) -> list[dict]:

@@ -7,6 +7,7 @@ import contextlib
 import traceback
 
 from .io import atomic_dir, atomic_path, read_json, read_jsonl, write_json, write_jsonl, write_text
+from .registry import score_file
 
 
 @contextlib.contextmanager
@@ -167,7 +168,7 @@ def build_table(input, output, params, log) -> None:
         cells = [dict(c) for c in params.cells]
         for cell in cells:
             if "not_run" not in cell:
-                cell["score"] = scores[f"results/scores/{cell['model']}/{cell['dataset']}/{cell['setting']}.json"]
+                cell["score"] = scores[score_file(cell["model"], cell["dataset"], cell["setting"])]
         frame = build(cells, load_paper_results(), params.paper_table, params.not_reproduced)
         with atomic_path(output[0]) as tmp:
             frame.to_csv(tmp, index=False)
