@@ -1,5 +1,5 @@
+from vlmrepro.backends import load_generator
 from vlmrepro.io import read_jsonl, write_json
-from vlmrepro.models import load_generator
 from vlmrepro.robustness import check_invariance
 from vlmrepro.smk import running_job
 

@@ -1,9 +1,10 @@
 import time
 
+from vlmrepro.backends import read_revision
 from vlmrepro.datasets import load_class_list
 from vlmrepro.evaluate import run_clip_zero_shot
 from vlmrepro.io import read_jsonl, write_json, write_jsonl
-from vlmrepro.models import ClipModel, read_revision
+from vlmrepro.models import ClipModel
 from vlmrepro.smk import running_job
 
 with running_job(snakemake):

@@ -1,7 +1,8 @@
 from vlmrepro import features
+from vlmrepro.backends import read_revision
 from vlmrepro.datasets import load_class_list
 from vlmrepro.io import atomic_dir, read_jsonl
-from vlmrepro.models import ClipModel, VisionLanguageModel, read_revision
+from vlmrepro.models import ClipModel, VisionLanguageModel
 from vlmrepro.prompts import render
 from vlmrepro.registry import CLIP_FAMILIES
 from vlmrepro.smk import running_job

@@ -1,12 +1,12 @@
 import time
-from pathlib import Path
 
-from vlmrepro.cache import WriteAheadCache
+from vlmrepro.backends import load_generator
+from vlmrepro.cache import shard_cache
 from vlmrepro.evaluate import run_generation, shard_slice
 from vlmrepro.io import read_jsonl, write_json, write_jsonl
 from vlmrepro.memory import resolve_batch_size
-from vlmrepro.models import load_generator
 from vlmrepro.prompts import render
+from vlmrepro.records import shard_meta
 from vlmrepro.smk import running_job
 
 with running_job(snakemake):
@@ -20,11 +20,10 @@ with running_job(snakemake):
     batch_size = resolve_batch_size(vlm, run, [render(run["template"], q["question"]) for q in queries[part]])
     print(f"batch size {batch_size} (configured: {run['batch_size']}), batching {run['batching']}")
     if run["batching"] == "fast" and getattr(vlm, "checkpoint_padding_side", None) == "right":
-        print(f"warning: {run['model']}'s checkpoint pads on the right, as upstream ran it; with left padding its "
-              "answers may differ from upstream's (batching: upstream reproduces them)")
-    cache_file = Path(snakemake.params.cache)
-    # entries written under another shard count are reused: keys do not depend on the sharding
-    cache = WriteAheadCache(cache_file, also_read=sorted(cache_file.parent.glob("*.jsonl")))
+        print(
+            f"warning: {run['model']}'s checkpoint pads on the right, as upstream ran it; with left padding its "
+            "answers may differ from upstream's (batching: upstream reproduces them)"
+        )
     records = run_generation(
         vlm,
         queries[part],
@@ -33,7 +32,7 @@ with running_job(snakemake):
         run["max_new_tokens"],
         batch_size,
         revision,
-        cache=cache,
+        cache=shard_cache(snakemake.params.cache),
         cache_context={**run, **vlm.generation_settings(), "model_revision": revision},
         block_size=max(run["block_size"], batch_size),  # vLLM takes the whole shard in one call
         loader_workers=run["loader_workers"],
@@ -41,15 +40,8 @@ with running_job(snakemake):
         min_new_tokens=run["min_new_tokens"],
     )
     write_jsonl(snakemake.output.rows, records)
-    write_json(
-        snakemake.output.meta,
-        {
-            **run,
-            **vlm.generation_settings(),
-            "model_revision": revision,
-            "batch_size_used": batch_size,
-            "shard": f"{index}-of-{count}",
-            "items": [part.start, part.stop],
-            "seconds": round(time.time() - start, 2),
-        },
+    seconds = time.time() - start
+    meta = shard_meta(
+        run, vlm.generation_settings(), revision, (index, count), part, seconds, batch_size_used=batch_size
     )
+    write_json(snakemake.output.meta, meta)

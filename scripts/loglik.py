@@ -1,14 +1,14 @@
 import time
-from pathlib import Path
 
 import numpy as np
 
-from vlmrepro.cache import WriteAheadCache
+from vlmrepro.cache import shard_cache
 from vlmrepro.datasets import load_class_list
 from vlmrepro.evaluate import shard_slice
 from vlmrepro.io import atomic_path, read_jsonl, write_json, write_jsonl
 from vlmrepro.loglik import run_loglik
 from vlmrepro.models import VisionLanguageModel
+from vlmrepro.records import shard_meta
 from vlmrepro.smk import running_job
 
 with running_job(snakemake):
@@ -18,7 +18,6 @@ with running_job(snakemake):
     index, count = snakemake.params.shard
     part = shard_slice(len(queries), 1, index, count)  # each item is scored alone: any split gives the same scores
     vlm, revision = VisionLanguageModel.for_job(snakemake.input.model, run)
-    cache_file = Path(snakemake.params.cache)
     records, arrays = run_loglik(
         vlm,
         queries[part],
@@ -29,8 +28,7 @@ with running_job(snakemake):
         run["chunk"],
         revision,
         text_prior=run["text_prior"],
-        # each scored item, written ahead; entries written under another shard count are reused (item keys)
-        cache=WriteAheadCache(cache_file, also_read=sorted(cache_file.parent.glob("*.jsonl"))),
+        cache=shard_cache(snakemake.params.cache),  # each scored item, written ahead
         cache_context={**run, **vlm.generation_settings(), "model_revision": revision},
     )
     with atomic_path(snakemake.output.logprobs) as tmp:
@@ -39,12 +37,5 @@ with running_job(snakemake):
     write_jsonl(snakemake.output.rows, records)
     write_json(
         snakemake.output.meta,
-        {
-            **run,
-            **vlm.generation_settings(),
-            "model_revision": revision,
-            "shard": f"{index}-of-{count}",
-            "items": [part.start, part.stop],
-            "seconds": round(time.time() - start, 2),
-        },
+        shard_meta(run, vlm.generation_settings(), revision, (index, count), part, time.time() - start),
     )

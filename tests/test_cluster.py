@@ -46,7 +46,9 @@ def test_requests_come_from_the_config_layers(paper):
     # runtime auto: the estimate's seconds on the reference GPU x runtime_factor, at least runtime_min
     _, seconds = job_cost(paper, "generate", wildcards)
     assert request["runtime"] == max(30, -(-seconds * 3 // 60))
-    probe = cluster.job_request(paper, "probe", {"model": "llava-1.5-7b", "dataset": "imagenet", "setting": "probe_last"})
+    probe = cluster.job_request(
+        paper, "probe", {"model": "llava-1.5-7b", "dataset": "imagenet", "setting": "probe_last"}
+    )
     assert (probe["cpus"], probe["mem_mb"], probe["runtime"], probe["gpu"]) == (16, 96000, 1440, 0)
     # a fine-tune's wall time is its GPU time spread over its GPUs
     finetune = cluster.job_request(paper, "finetune", {"model": "llava-proj-imagenet"})
@@ -113,7 +115,9 @@ def test_site_config_is_layered_over_the_run_config(tmp_path):
 def check(*args):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop(cluster.PARTITIONS_VARIABLE, None)
-    return subprocess.run([sys.executable, "-m", "vlmrepro.cluster", *args], capture_output=True, text=True, env=env, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "vlmrepro.cluster", *args], capture_output=True, text=True, env=env, cwd=REPO
+    )
 
 
 def test_cluster_check_lists_the_jobs_no_partition_can_run(tmp_path):
@@ -127,7 +131,11 @@ def test_cluster_check_lists_the_jobs_no_partition_can_run(tmp_path):
     counts = [int(n) for n in re.findall(r"^  rule \w+ x (\d+) ", out, re.M)]
     assert sum(counts) == int(header[1])
     # each group names the rule, an example request, each partition's shortfalls and the keys to change
-    block = re.search(r"^  rule generate x \d+ .*?requests 8 CPUs, 64000 MB, \d+ min, 1 GPU\n(.*?)\n(?=  rule|Change)", out, re.S | re.M)[1]
+    block = re.search(
+        r"^  rule generate x \d+ .*?requests 8 CPUs, 64000 MB, \d+ min, 1 GPU\n(.*?)\n(?=  rule|Change)",
+        out,
+        re.S | re.M,
+    )[1]
     assert "partition cpu: 8 CPUs > 2; 64000 MB > 24000 MB; 1 GPU > 0" in block
     assert "set by: resources.generate.cpus, resources.generate.mem_mb, models." in block
     assert re.search(r"rule finetune x \d+ .*\n.*\n      partition gpu: .*min > 2880 min", out)
@@ -139,7 +147,9 @@ def test_cluster_check_lists_the_jobs_no_partition_can_run(tmp_path):
 def test_a_cpu_only_demo_asks_for_no_gpu(tmp_path):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "slurm"), "-n"]
-    proc = subprocess.run([*cmd, "--configfile", str(DEMO_FILE), "--directory", str(tmp_path)], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [*cmd, "--configfile", str(DEMO_FILE), "--directory", str(tmp_path)], capture_output=True, text=True, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     resources = re.findall(r"^\s+resources: (.*)$", proc.stdout, re.M)
     assert any("cpus_per_task=2" in r and "mem_mb=4000" in r and "runtime=30" in r for r in resources)
@@ -155,7 +165,11 @@ def fake_slurm(tmp_path):
     bin_dir.mkdir()
     for command in ("sbatch", "sacct", "squeue", "sinfo", "scontrol", "scancel", "sacctmgr", "srun"):
         (bin_dir / command).symlink_to(REPO / "tests" / "fake_slurm.py")
-    env = {**os.environ, "PATH": os.pathsep.join([str(bin_dir), str(BIN), os.environ["PATH"]]), "FAKE_SLURM_DIR": str(state)}
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(bin_dir), str(BIN), os.environ["PATH"]]),
+        "FAKE_SLURM_DIR": str(state),
+    }
     env.pop(cluster.PARTITIONS_VARIABLE, None)
     return env, state
 
@@ -185,7 +199,10 @@ def test_a_cancelled_job_fails_the_run_and_requests_follow_the_config(fake_slurm
     assert "SLURM status is: 'CANCELLED'" in output and "At least one job did not complete" in output, output[-3000:]
     assert seconds < 200
     jobs = submissions(state)
-    assert {j["comment"] for j in jobs} >= {"rule_build_world_wildcards_shapes", "rule_build_tiny_model_wildcards_tiny-blip2"}
+    assert {j["comment"] for j in jobs} >= {
+        "rule_build_world_wildcards_shapes",
+        "rule_build_tiny_model_wildcards_tiny-blip2",
+    }
     for job in jobs:
         assert re.fullmatch(r"vlmrepro_[0-9a-f-]{36}", job["job-name"])
         assert (job["account"], job["partition"]) == ("demo-account", "cpu")  # profiles/slurm/partitions.yaml
@@ -210,7 +227,9 @@ def test_gpu_jobs_ask_for_their_models_gpus_and_cpu_jobs_for_none(fake_slurm, de
     configfile = write_yaml(tmp_path / "gpu.yaml", config)
     rules = ["generate", "loglik", "clip_zero_shot", "extract_features", "finetune"]
     # mtime only: the changed device and counts are requests here, not new results
-    output, _ = run_on_fake_slurm(env, workdir, "--configfile", configfile, "--forcerun", *rules, "--rerun-triggers", "mtime", cwd=tmp_path)
+    output, _ = run_on_fake_slurm(
+        env, workdir, "--configfile", configfile, "--forcerun", *rules, "--rerun-triggers", "mtime", cwd=tmp_path
+    )
     assert "SLURM status is: 'CANCELLED'" in output, output[-3000:]
     by_rule: dict[str, list[dict]] = {}
     for job in submissions(state):

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vlmrepro.backends import read_revision
 from vlmrepro.evaluate import run_clip_zero_shot, run_generation
-from vlmrepro.models import ClipModel, VisionLanguageModel, read_revision
+from vlmrepro.models import ClipModel, VisionLanguageModel
 from vlmrepro.queries import plan_queries
 
 TEMPLATES = {

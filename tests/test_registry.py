@@ -5,18 +5,29 @@ from vlmrepro import registry
 
 def test_a_fine_tuned_model_is_found_by_its_name_not_a_prefix():
     # "llava" is a prefix of "llava-lora": the model's recipe comes from the recipe x dataset table
-    config = {"finetunes": {"llava": {"base": "a", "datasets": ["flowers"]}, "llava-lora": {"base": "b", "datasets": ["x"]}}}
+    config = {
+        "finetunes": {"llava": {"base": "a", "datasets": ["flowers"]}, "llava-lora": {"base": "b", "datasets": ["x"]}}
+    }
     assert registry.finetuned_models(config) == {
         "llava-flowers": {"recipe": "llava", "dataset": "flowers"},
         "llava-lora-x": {"recipe": "llava-lora", "dataset": "x"},
     }
-    assert (registry.recipe_of(config, "llava-lora-x"), registry.base_model(config, "llava-lora-x")) == ("llava-lora", "b")
-    assert registry.recipe_of(config, "llava-1.5-7b") is None and registry.base_model(config, "llava-1.5-7b") == "llava-1.5-7b"
+    assert (registry.recipe_of(config, "llava-lora-x"), registry.base_model(config, "llava-lora-x")) == (
+        "llava-lora",
+        "b",
+    )
+    assert (
+        registry.recipe_of(config, "llava-1.5-7b") is None
+        and registry.base_model(config, "llava-1.5-7b") == "llava-1.5-7b"
+    )
 
 
 def test_each_dataset_source_has_its_files():
     datasets = {
-        "imagenet": {"manifest": {"build": "imagenet"}, "images": {"directory": "/data/imagenet", "prefix": "./imagenet/"}},
+        "imagenet": {
+            "manifest": {"build": "imagenet"},
+            "images": {"directory": "/data/imagenet", "prefix": "./imagenet/"},
+        },
         "flowers": {"manifest": {"url": "u", "checksum": "c"}, "images": {"archive": "a", "prefix": "./flowers/"}},
         "shapes": {"world": {"name": "w"}},
         "wikiqa": {"mcq": {"images_from": "imagenet", "images_subdir": "val"}},
@@ -29,4 +40,8 @@ def test_each_dataset_source_has_its_files():
     assert registry.image_root(datasets, "wikiqa") == "/data/imagenet/val"
     assert registry.image_root(datasets, "flowers") == "resources/images/flowers"
     assert registry.image_root(datasets, "shapes") == "resources/world/w/images"
-    assert [registry.image_prefix(datasets, d) for d in ("wikiqa", "shapes", "flowers")] == ["./wikiqa/", "./data/w/", "./flowers/"]
+    assert [registry.image_prefix(datasets, d) for d in ("wikiqa", "shapes", "flowers")] == [
+        "./wikiqa/",
+        "./data/w/",
+        "./flowers/",
+    ]

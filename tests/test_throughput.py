@@ -10,9 +10,10 @@ import torch
 import transformers as tf
 from PIL import Image
 
+from vlmrepro.backends import load_generator
 from vlmrepro.evaluate import generation_batches, run_generation
 from vlmrepro.memory import GIB, choose_batch_size, image_tokens, parameter_count, per_item_bytes, resolve_batch_size
-from vlmrepro.models import VisionLanguageModel, load_generator
+from vlmrepro.models import VisionLanguageModel
 from vlmrepro.queries import plan_queries
 
 TEMPLATE, MARKER = "USER: <image>\n{question}\nASSISTANT:", "ASSISTANT:"

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from .cache import WriteAheadCache, cache_key
 from .credentials import read_credential, scrub
 from .prompts import render
+from .records import base_record
 
 PROVIDERS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
 GEMINI_FALLBACK_ENV = "GOOGLE_API_KEY"
@@ -265,8 +266,7 @@ def run_api_generation(
 
     def run_one(query: dict) -> tuple[dict, int]:
         text = render(template, query["question"])
-        record = {k: query[k] for k in ("item", "row", "image", "label", "choices")}
-        record.update(model_revision=revision, prompt=text)
+        record = {**base_record(query, revision), "prompt": text}
         if query.get("skip"):
             return {**record, "status": "skipped_image", "reason": query["skip"]}, 0
         path = query.get("path")

@@ -107,3 +107,10 @@ class ArrayLog:
                 np.save(handle, batch[field], allow_pickle=False)
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def shard_cache(path) -> "WriteAheadCache":
+    """The write-ahead cache of one shard job, reading its siblings' too: entries written under another shard count
+    are reused, because keys name items, not shards."""
+    path = Path(path)
+    return WriteAheadCache(path, also_read=sorted(path.parent.glob("*.jsonl")))

@@ -35,7 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 SITE_KEYS = frozenset({"cluster", "resources"})
 
 # rules that run a model on a GPU, and where their GPU count comes from
-MODEL_GPU_RULES = frozenset({"generate", "loglik", "extract_features", "clip_zero_shot", "check_invariance", "lmms_eval"})
+MODEL_GPU_RULES = frozenset(
+    {"generate", "loglik", "extract_features", "clip_zero_shot", "check_invariance", "lmms_eval"}
+)
 RECIPE_GPU_RULES = frozenset({"finetune"})
 
 # the rules that go to compute nodes (every other rule is a localrule of the submitting node); resources.<key>
@@ -258,7 +260,11 @@ def unmeetable(config: dict, jobs: list[tuple[str, dict]], partitions_path: Path
 
 
 def describe_request(request: dict) -> str:
-    gpus = f", {_gpus(request['gpu'])}" + (f" ({request['gpu_model']})" if request.get("gpu_model") else "") if request["gpu"] else ""
+    gpus = (
+        f", {_gpus(request['gpu'])}" + (f" ({request['gpu_model']})" if request.get("gpu_model") else "")
+        if request["gpu"]
+        else ""
+    )
     return f"{request['cpus']} CPUs, {request['mem_mb']} MB, {request['runtime']} min{gpus}"
 
 

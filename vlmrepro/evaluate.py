@@ -16,12 +16,8 @@ from PIL import Image
 from .cache import cache_key
 from .datasets import first_indices, to_rgb
 from .progress import Progress
+from .records import base_record, triage
 from .prompts import extract_answer, render
-
-
-def base_record(query: dict, revision: str) -> dict:
-    keys = ("item", "row", "image", "label", "choices")
-    return {**{k: query.get(k) for k in keys}, "model_revision": revision}
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -120,18 +116,14 @@ def run_generation(
         cache_key(cache_context, q["item"], q["row"], q["image"], q.get("sha256"), p) for q, p in zip(queries, prompts)
     ]
     budget = vlm.max_context - max_new_tokens
-    todo, cached = [], 0
     lower_bounds = vlm.prompt_token_lower_bounds(prompts)
-    for i, (query, lower_bound) in enumerate(zip(queries, lower_bounds)):
-        if "skip" in query:
-            records[i].update(status="skipped_image", reason=query["skip"])
-        elif cache is not None and keys[i] in cache:
-            records[i].update(cache.get(keys[i]))
-            cached += 1
-        elif lower_bound > budget:
-            records[i].update(status="context_overflow", reason=_overflow_reason(lower_bound, max_new_tokens, vlm))
-        else:
-            todo.append(i)
+
+    def overflows(i: int) -> dict | None:
+        if lower_bounds[i] > budget:
+            return {"status": "context_overflow", "reason": _overflow_reason(lower_bounds[i], max_new_tokens, vlm)}
+        return None
+
+    todo, cached = triage(queries, records, keys, cache, unfit=overflows)
     log(f"{len(todo)} of {len(queries)} items to generate ({cached} from the cache, "
         f"{len(queries) - len(todo) - cached} not evaluable)")
     sort_keys = [0] * len(queries)
@@ -248,12 +240,7 @@ def run_clip_zero_shot(
     text_features = clip.encode_texts([render(text_template, label=c) for c in classes])
     first_index = first_indices(classes)
     records = [base_record(q, revision) for q in queries]
-    todo = []
-    for i, query in enumerate(queries):
-        if "skip" in query:
-            records[i].update(status="skipped_image", reason=query["skip"])
-        else:
-            todo.append(i)
+    todo, _ = triage(queries, records)
     loader = torch.utils.data.DataLoader(
         _PreprocessedImages([queries[i]["path"] for i in todo], clip.uint8_pixels),
         # small loader batches: every worker starts decoding at once and the first model batch is ready early;

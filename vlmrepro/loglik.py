@@ -23,7 +23,8 @@ import torch
 
 from .cache import cache_key
 from .datasets import first_indices
-from .evaluate import base_record, load_rgb
+from .evaluate import load_rgb
+from .records import base_record, triage
 from .progress import Progress
 from .prompts import render
 
@@ -195,23 +196,22 @@ def run_loglik(
             vlm, image, template if image is not None else _text_only(template), question, classes, class_ids, chunk
         )
 
-    cached = 0
-    progress = Progress(len(queries), "score classes", log)
-    for i, query in enumerate(queries):
-        progress.update()
-        if "skip" in query:
-            records[i].update(status="skipped_image", reason=query["skip"])
-            continue
-        image = (query["image"], query.get("sha256"))  # its name and its content
-        key = cache_key(cache_context, classes, query["item"], query["row"], *image, context)
-        if cache is not None and key in cache:
-            token_logprobs[i] = np.array(cache.get(key), dtype=np.float32)
-            cached += 1
-        else:
-            token_logprobs[i] = np.concatenate(scores_for(load_rgb(query["path"])))
-            if cache is not None:
-                cache.put(key, token_logprobs[i].tolist())
+    # keyed by the item, its image's name and content, and the context
+    keys = [cache_key(cache_context, classes, q["item"], q["row"], q["image"], q.get("sha256"), context) for q in queries]
+
+    def restore(i: int, scores: list) -> None:
+        token_logprobs[i] = np.array(scores, dtype=np.float32)
         records[i].update(status="ok", prompt=context)
+
+    todo, cached = triage(queries, records, keys, cache, restore=restore)
+    progress = Progress(len(queries), "score classes", log)
+    progress.update(len(queries) - len(todo))
+    for i in todo:
+        token_logprobs[i] = np.concatenate(scores_for(load_rgb(queries[i]["path"])))
+        if cache is not None:  # written ahead: this item is never scored again
+            cache.put(keys[i], token_logprobs[i].tolist())
+        records[i].update(status="ok", prompt=context)
+        progress.update()
     log(f"scored {len(queries)} items ({cached} from the cache)")
     arrays = {
         "token_logprobs": token_logprobs,

@@ -1,4 +1,5 @@
-"""Model contract. Hub snapshots and the embedded tiny models are both plain directories loaded by the same code.
+"""The transformers and open_clip backends of the model contract (vlmrepro/backends.py). Hub snapshots and the
+embedded tiny models are both plain directories loaded by the same code.
 
 * ``VisionLanguageModel(model_dir, family, dtype, device)`` — Hugging Face VLMs (LLaVA-1.5, LLaVA-NeXT, BLIP-2,
   InstructBLIP): ``prompt_token_lower_bounds(prompts)``, ``generate(images, prompts, max_new_tokens)``.
@@ -10,20 +11,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
+from .backends import Generation, pick_device, read_revision
 from .datasets import IMAGE_ASPECT_RATIOS, pad_to_square, processor_mean_colour
+from .registry import VLM_CLASSES
 
-VLM_FAMILIES = ("llava", "llava_next", "blip2", "instructblip")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def pick_device(requested: str = "auto") -> str:
-    if requested != "auto":
-        return requested
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def pick_dtype(name: str, device: str) -> torch.dtype:
@@ -63,29 +58,13 @@ def pick_kv_cache(name: str, family: str, device: str) -> str:
 
 
 def model_class(family: str):
+    """The transformers class of a VLM family (registry.VLM_CLASSES)."""
     import transformers
 
-    classes = {
-        "llava": transformers.LlavaForConditionalGeneration,
-        "llava_next": transformers.LlavaNextForConditionalGeneration,
-        "blip2": transformers.Blip2ForConditionalGeneration,
-        "instructblip": transformers.InstructBlipForConditionalGeneration,
-    }
-    if family not in classes:
-        raise ValueError(f"unknown VLM family {family!r}; expected one of {VLM_FAMILIES}")
-    return classes[family]
+    if family not in VLM_CLASSES:
+        raise ValueError(f"unknown VLM family {family!r}; expected one of {tuple(VLM_CLASSES)}")
+    return getattr(transformers, VLM_CLASSES[family])
 
-
-def read_revision(model_dir) -> str:
-    """The commit a hub snapshot was resolved to (written by the download rule), or 'local' for built models."""
-    record = Path(model_dir) / "REVISION"
-    return record.read_text().strip() if record.is_file() else "local"
-
-
-
-class Generation(NamedTuple):
-    text: str  # prompt + generation, decoded
-    new_text: str  # the generated tokens alone
 
 PADDING_SIDES = ("left", "right", "checkpoint")
 
@@ -246,18 +225,6 @@ def split_preprocess(preprocess):
     if not isinstance(to_tensor, transforms.ToTensor) or not isinstance(normalize, transforms.Normalize):
         raise ValueError(f"unexpected CLIP preprocessing (expected ... ToTensor, Normalize): {preprocess}")
     return transforms.Compose(before), list(normalize.mean), list(normalize.std)
-
-
-def load_generator(model_dir, run: dict):
-    """The generation backend a job's params name (``transformers`` or ``vllm``) and the model's revision."""
-    backend = run.get("backend", "transformers")
-    if backend == "vllm":
-        from .vllm_backend import VllmModel
-
-        return VllmModel.for_job(model_dir, run)
-    if backend != "transformers":
-        raise ValueError(f"model {run.get('model', model_dir)}: unknown backend {backend!r}")
-    return VisionLanguageModel.for_job(model_dir, run)
 
 
 class ClipModel:

@@ -17,7 +17,13 @@ BASELINE_FAMILIES = ("baseline",)
 API_FAMILIES = ("api",)
 # a plain language model: only the base a LoRA fine-tune is merged onto (finetunes.<r>.lora_merge_base)
 LLM_FAMILIES = ("llm",)
-# every other family is a generative VLM (the adapters in vlmrepro/models.py)
+# generative VLMs: family -> its transformers class, loaded by vlmrepro.models.VisionLanguageModel
+VLM_CLASSES = {
+    "llava": "LlavaForConditionalGeneration",
+    "llava_next": "LlavaNextForConditionalGeneration",
+    "blip2": "Blip2ForConditionalGeneration",
+    "instructblip": "InstructBlipForConditionalGeneration",
+}
 NON_VLM_FAMILIES = CLIP_FAMILIES + BASELINE_FAMILIES + API_FAMILIES + LLM_FAMILIES
 
 
@@ -82,14 +88,20 @@ def settings_of_kind(settings: dict, kinds: tuple[str, ...]) -> list[str]:
 # where a dataset's manifest and class list come from, by the source of the dataset (dataset_source)
 DATASET_FILES = {
     # multiple-choice questions about another dataset's images: both files built from the question file
-    "mcq": {"manifest": "resources/built/{dataset}/manifest.jsonl", "classes": "resources/built/{dataset}/classes.json"},
+    "mcq": {
+        "manifest": "resources/built/{dataset}/manifest.jsonl",
+        "classes": "resources/built/{dataset}/classes.json",
+    },
     # a dataset of the demo's world, cut by its own job
     "world": {
         "manifest": "resources/world-datasets/{dataset}/manifest.jsonl",
         "classes": "resources/world-datasets/{dataset}/classes.json",
     },
     # a manifest built from the image folder (ImageNet), the class list pinned upstream
-    "built": {"manifest": "resources/built/{dataset}/manifest.jsonl", "classes": "resources/upstream/{dataset}/classes.json"},
+    "built": {
+        "manifest": "resources/built/{dataset}/manifest.jsonl",
+        "classes": "resources/upstream/{dataset}/classes.json",
+    },
     # both files pinned upstream (url + checksum)
     "upstream": {
         "manifest": "resources/upstream/{dataset}/manifest.jsonl",

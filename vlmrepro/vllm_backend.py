@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .models import Generation, pick_device, read_revision
+from .backends import Generation, pick_device, read_revision
 
 FAMILIES = ("llava", "llava_next")
 
