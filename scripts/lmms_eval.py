@@ -3,7 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vlmrepro.benchmarks import lmms_eval_command, read_lmms_eval_score
+from vlmrepro.harness import lmms_eval_command, read_lmms_eval_score
 from vlmrepro.io import write_json
 from vlmrepro.smk import running_job
 

@@ -7,7 +7,7 @@ import random
 import pytest
 from PIL import Image
 
-from vlmrepro.benchmarks import lmms_eval_command, read_lmms_eval_score
+from vlmrepro.harness import lmms_eval_command, read_lmms_eval_score
 from vlmrepro.datasets import ManifestError
 from vlmrepro.instruction_mix import build_mix
 from vlmrepro.scoring import parse_synonyms, score_synonyms

@@ -37,12 +37,12 @@ def prepare_classes(input, output, log) -> None:
 
 
 def plan_queries(input, output, params, log) -> None:
+    from . import queries
     from .datasets import load_class_list
-    from .queries import plan_queries as plan
 
     with _logged(log[0]) as out:
         p = params.plan
-        queries = plan(
+        planned = queries.plan_queries(
             read_jsonl(input.rows),
             load_class_list(input.classes),
             p["question"],
@@ -53,8 +53,8 @@ def plan_queries(input, output, params, log) -> None:
             shuffle=p["shuffle"],
             question_from=p["question_from"],
         )
-        write_jsonl(output[0], queries)
-        print(f"{len(queries)} queries", file=out)
+        write_jsonl(output[0], planned)
+        print(f"{len(planned)} queries", file=out)
 
 
 def _merged_meta(paths) -> dict:
@@ -143,13 +143,13 @@ def score(input, output, params, log) -> None:
 def score_loglik(input, output, params, log) -> None:
     import numpy as np
 
-    from .scoring import score_loglik as score_it
+    from . import scoring
 
     with _logged(log[0]) as out:
         p = params.scoring
         with np.load(input.logprobs) as npz:
             arrays = dict(npz)
-        result = score_it(
+        result = scoring.score_loglik(
             read_jsonl(input.rows),
             arrays,
             alphas=p["alphas"],
@@ -160,8 +160,8 @@ def score_loglik(input, output, params, log) -> None:
 
 
 def build_table(input, output, params, log) -> None:
+    from . import tables
     from .paper import load_paper_results
-    from .tables import build_table as build
 
     with _logged(log[0]) as out:
         scores = {path: read_json(path) for path in input}
@@ -169,7 +169,7 @@ def build_table(input, output, params, log) -> None:
         for cell in cells:
             if "not_run" not in cell:
                 cell["score"] = scores[score_file(cell["model"], cell["dataset"], cell["setting"])]
-        frame = build(cells, load_paper_results(), params.paper_table, params.not_reproduced)
+        frame = tables.build_table(cells, load_paper_results(), params.paper_table, params.not_reproduced)
         with atomic_path(output[0]) as tmp:
             frame.to_csv(tmp, index=False)
         print(frame.to_string(), file=out)
