@@ -45,3 +45,15 @@ def test_each_dataset_source_has_its_files():
         "./data/w/",
         "./flowers/",
     ]
+
+
+def test_the_schema_knows_the_registry_families():
+    import yaml
+
+    from conftest import REPO
+
+    schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
+    model = schema["properties"]["models"]["additionalProperties"]
+    assert set(model["properties"]["family"]["enum"]) == set(registry.VLM_CLASSES) | set(registry.NON_VLM_FAMILIES)
+    vlm_rule = next(c for c in model["allOf"] if "not" in c["if"]["properties"].get("family", {}))
+    assert set(vlm_rule["if"]["properties"]["family"]["not"]["enum"]) == set(registry.NON_VLM_FAMILIES)

@@ -1,5 +1,6 @@
-"""Cross-checks of a configuration beyond its JSON schema: references between sections and per-family needs.
-Each error names the key at fault."""
+"""Cross-checks of a configuration beyond its JSON schema (schemas/config.schema.yaml, which checks each entry's own
+structure, per-family keys included): references between sections and needs across them. Each error names the key
+at fault."""
 
 from __future__ import annotations
 
@@ -56,88 +57,85 @@ def check_config_size(config, limit: int = MAX_CONFIG_VALUES) -> None:
     size(config, "")
 
 
-def check_config(config: dict) -> None:
-    errors = []
-    worlds = config.get("worlds", {})
+def _check_world(worlds: dict, where: str, name: str, errors: list[str]) -> None:
+    if name not in worlds:
+        errors.append(f"{where}: unknown world {name!r} (expected one of {sorted(worlds)})")
 
-    def check_world(where: str, name: str) -> None:
-        if name not in worlds:
-            errors.append(f"{where}: unknown world {name!r} (expected one of {sorted(worlds)})")
 
+def _check_corpora(config: dict, errors: list[str]) -> None:
+    """A world's corpus names a known world."""
     for key, corpus in config.get("corpora", {}).items():
         if "world" in corpus:
-            check_world(f"corpora.{key}.world.name", corpus["world"]["name"])
-    for key, ds in config.get("datasets", {}).items():
+            _check_world(config.get("worlds", {}), f"corpora.{key}.world.name", corpus["world"]["name"], errors)
+
+
+def _check_datasets(config: dict, errors: list[str]) -> None:
+    """A world's dataset names a known world; a multiple-choice set, the dataset holding its images and, for a
+    world's questions, a known world."""
+    worlds, datasets = config.get("worlds", {}), config.get("datasets", {})
+    for key, dataset in datasets.items():
         where = f"datasets.{key}"
-        synonyms = ds.get("synonyms")
-        if synonyms is not None and bool(synonyms.get("synthetic")) == ("url" in synonyms):
-            errors.append(f"{where}.synonyms needs a url, or synthetic: true")
-        if "world" in ds:
-            check_world(f"{where}.world.name", ds["world"]["name"])
-        if "benchmark" in ds or "world" in ds:
+        if "world" in dataset:
+            _check_world(worlds, f"{where}.world.name", dataset["world"]["name"], errors)
+        mcq = dataset.get("mcq")
+        if mcq is None:
             continue
-        if "mcq" in ds:
-            mcq = ds["mcq"]
-            if mcq["images_from"] not in config.get("datasets", {}):
-                errors.append(f"{where}.mcq.images_from: unknown dataset {mcq['images_from']!r}")
-            if ("world" in mcq) + bool({"url", "checksum"} & mcq.keys()) != 1:
-                errors.append(f"{where}.mcq needs url + checksum, or world")
-            if "world" in mcq:
-                check_world(f"{where}.mcq.world", mcq["world"])
+        if mcq["images_from"] not in datasets:
+            errors.append(f"{where}.mcq.images_from: unknown dataset {mcq['images_from']!r}")
+        if "world" in mcq:
+            _check_world(worlds, f"{where}.mcq.world", mcq["world"], errors)
+
+
+def _check_models(config: dict, errors: list[str]) -> None:
+    """A model trained in a world names a known world, and a trained LLaVA the CLIP model whose image tower it uses."""
+    models = config.get("models", {})
+    for key, model in models.items():
+        train = model.get("train")
+        if train is None:
             continue
-        manifest, classes, images = ds.get("manifest", {}), ds.get("classes", {}), ds.get("images", {})
-        if not ("build" in manifest or {"url", "checksum"} <= manifest.keys()):
-            errors.append(f"{where}.manifest needs url + checksum, or build")
-        if not {"url", "checksum"} <= classes.keys():
-            errors.append(f"{where}.classes needs url + checksum")
-        if ("archive" in images) == ("directory" in images):
-            errors.append(f"{where}.images needs exactly one of archive or directory")
-        if manifest.get("build") == "imagenet" and "directory" not in images:
-            errors.append(f"{where}.images.directory is required to build the ImageNet manifest")
-    for key, model in config.get("models", {}).items():
-        where = f"models.{key}"
-        if model["family"] == "api":
-            if "api" not in model:
-                errors.append(f"{where}.api (provider, model) is required for family api")
-            if "{question}" not in model.get("template", ""):
-                errors.append(f"{where}.template must contain {{question}}")
-            continue
-        if model["family"] == "baseline":
-            if "baseline" not in model:
-                errors.append(f"{where}.baseline (random or max_frequency) is required for family baseline")
-            continue
-        if len({"hub", "tiny", "train"} & model.keys()) != 1:
-            errors.append(f"{where} needs exactly one of hub, tiny or train")
-        if "train" in model:
-            check_world(f"{where}.train.world", model["train"]["world"])
-            vision = model["train"].get("vision")
-            if model["train"]["kind"] == "llava" and vision not in config.get("models", {}):
-                errors.append(f"{where}.train.vision: unknown model {vision!r} (the CLIP whose image tower it uses)")
-        if model["family"] == "llm":  # only ever a LoRA merge base: no prompt of its own
-            continue
-        if model["family"] not in CLIP_FAMILIES:
-            if "{question}" not in model.get("template", ""):
-                errors.append(f"{where}.template must contain {{question}}")
-            if not model.get("answer_marker"):
-                errors.append(f"{where}.answer_marker is required for family {model['family']}")
-            if model.get("batching") == "upstream" and model.get("backend") == "vllm":
-                errors.append(f"{where}: batching upstream (padded HF batches) needs backend transformers")
-    for key, corpus in config.get("corpora", {}).items():
-        if len({"hub", "world"} & corpus.keys()) != 1:
-            errors.append(f"corpora.{key} needs exactly one of hub or world")
-    settings, datasets = config.get("settings", {}), config.get("datasets", {})
+        where = f"models.{key}.train"
+        _check_world(config.get("worlds", {}), f"{where}.world", train["world"], errors)
+        vision = train.get("vision")
+        if train["kind"] == "llava" and vision not in models:
+            errors.append(f"{where}.vision: unknown model {vision!r} (the CLIP whose image tower it uses)")
+
+
+def _models_as_tables_name_them(config: dict) -> dict[str, dict]:
+    """The models of the config, each fine-tuned model "<recipe>-<dataset>", and each recipe's own name, which stands
+    for its fine-tuned models in tables. A fine-tuned model is its base's entry with the recipe's cot_template."""
     models = dict(config.get("models", {}))
     for key, recipe in config.get("finetunes", {}).items():
+        # in config order, as rules/common.smk registers them: a recipe may start from an earlier one's model
+        tuned = {**models.get(recipe["base"], {}), "cot_template": recipe.get("cot_template", "")}
+        models[key] = tuned
+        models.update({f"{key}-{dataset}": tuned for dataset in recipe.get("datasets", [])})
+    return models
+
+
+def _check_finetunes(config: dict, models: dict[str, dict], errors: list[str]) -> None:
+    """A recipe names a known base model, datasets, corpus and captioning model, and settings of the kind and split
+    it uses; evaluating every epoch and merging the adapters onto another language model suit what it trains."""
+    settings, datasets = config.get("settings", {}), config.get("datasets", {})
+    bases = set(config.get("models", {}))  # and, as the recipes are registered in order, earlier recipes' models
+    for key, recipe in config.get("finetunes", {}).items():
         where = f"finetunes.{key}"
-        if recipe["base"] not in models:
+        if recipe["base"] not in bases:
             errors.append(f"{where}.base: unknown model {recipe['base']!r}")
+        bases.update(f"{key}-{dataset}" for dataset in recipe.get("datasets", []))
         every_epoch = recipe.get("evaluate_every_epoch")
-        if every_epoch and (settings.get(every_epoch, {}).get("kind") != "generate" or recipe["trainable"] == "projector+lora"):
-            errors.append(f"{where}.evaluate_every_epoch: {every_epoch!r} must be a generate setting, and the recipe not projector+lora")
+        if every_epoch and (
+            settings.get(every_epoch, {}).get("kind") != "generate" or recipe["trainable"] == "projector+lora"
+        ):
+            errors.append(
+                f"{where}.evaluate_every_epoch: {every_epoch!r} must be a generate setting, and the recipe not projector+lora"
+            )
         merge_base = recipe.get("lora_merge_base")
-        if merge_base and (models.get(merge_base, {}).get("family") != "llm" or recipe["trainable"] != "projector+lora"):
-            errors.append(f"{where}.lora_merge_base: {merge_base!r} must be a model of family llm, for trainable projector+lora")
-            continue
+        if merge_base and (
+            models.get(merge_base, {}).get("family") != "llm" or recipe["trainable"] != "projector+lora"
+        ):
+            errors.append(
+                f"{where}.lora_merge_base: {merge_base!r} must be a model of family llm, for trainable projector+lora"
+            )
         if settings.get(recipe.get("train_setting", "finetune_train"), {}).get("split") != "train":
             errors.append(f"{where}.train_setting must name a setting with split: train")
         for dataset in recipe.get("datasets", []):
@@ -150,85 +148,122 @@ def check_config(config: dict) -> None:
             errors.append(f"{where}.captions.model: unknown model {captions['model']!r}")
         if captions and settings.get(captions["setting"], {}).get("split") != "train":
             errors.append(f"{where}.captions.setting must name a generate setting with split: train")
-        # a recipe stands for its fine-tuned models in tables; each "<recipe>-<dataset>" is a model too
-        tuned = {**models[recipe["base"]], "cot_template": recipe.get("cot_template", "")}
-        models[key] = tuned
-        models.update({f"{key}-{dataset}": tuned for dataset in recipe.get("datasets", [])})
-    # a recipe's own name stands for its models in tables only: scores are those of "<recipe>-<dataset>"
-    _check_findings(config, set(models) - set(config.get("finetunes", {})), errors)
+
+
+def _check_prompt_templates(
+    where: str, setting: str, config: dict, group: dict, models: dict, errors: list[str]
+) -> None:
+    """A log-likelihood setting needs each model's loglik.template, a chain-of-thought setting each model's
+    cot_template (baselines have no prompt)."""
+    spec = config["settings"][setting]
+    known = [model for model in group["models"] if model in models]
+    if spec["kind"] == "loglik":
+        for model in known:
+            if "template" not in models[model].get("loglik", {}):
+                errors.append(f"{where}: setting {setting!r} needs models.{model}.loglik.template")
+    if spec.get("chain_of_thought"):
+        for model in known:
+            if models[model].get("family") != "baseline" and "{question}" not in models[model].get("cot_template", ""):
+                errors.append(f"{where}: setting {setting!r} needs models.{model}.cot_template")
+
+
+def _kind_that_runs_models(
+    where: str, setting: str, config: dict, group: dict, errors: list[str]
+) -> tuple[str, str] | None:
+    """(kind, setting) of the jobs that run a column's models. A frequency setting correlates the outputs of its
+    source (a generate, clip or probe setting), a rescore, robustness or benchmark setting works on generation,
+    a probe on the features of a VLM (features) or of a CLIP (clip_features). None, with the errors appended, where
+    a source is of the wrong kind; the datasets a rescore or benchmark setting needs are checked on the way."""
+    settings, datasets = config["settings"], config.get("datasets", {})
+    kind = settings[setting]["kind"]
+    if kind == "frequency":
+        source = settings[setting].get("source", "")
+        if settings.get(source, {}).get("kind") not in ("generate", "clip", "probe"):
+            errors.append(f"settings.{setting}.source: {source!r} is not a generate, clip or probe setting")
+            return None
+        if not {"pretrain", "instruct"} <= set(config.get("corpora", {})):
+            errors.append(f"settings.{setting} needs corpora.pretrain and corpora.instruct")
+        kind, setting = settings[source]["kind"], source
+    if kind in ("rescore", "robustness"):
+        source = settings[setting].get("source", "")
+        if settings.get(source, {}).get("kind") != "generate":
+            errors.append(f"settings.{setting}.source: {source!r} is not a generate setting")
+            return None
+        if kind == "rescore":
+            for dataset in group["datasets"]:
+                if not datasets.get(dataset, {}).get("synonyms"):
+                    errors.append(f"{where}: setting {setting!r} needs datasets.{dataset}.synonyms")
+        kind = "generate"
+    if kind == "benchmark":
+        for dataset in group["datasets"]:
+            if "benchmark" not in datasets.get(dataset, {}):
+                errors.append(f"{where}: setting {setting!r} needs datasets.{dataset}.benchmark")
+        kind = "generate"
+    if kind == "probe":
+        source = settings[setting].get("features", "")
+        if settings.get(source, {}).get("kind") not in ("features", "clip_features"):
+            errors.append(f"settings.{setting}.features: {source!r} is not a features setting")
+            return None
+        kind = "clip" if settings[source]["kind"] == "clip_features" else "generate"
+    return kind, setting
+
+
+def _check_models_run(
+    where: str, setting: str, kind: str, config: dict, group: dict, models: dict, errors: list[str]
+) -> None:
+    """Every model of a group can be run by jobs of ``kind``: a baseline on multiple-choice datasets (on
+    classification ones for dataset statistics), an API model by generation only, a CLIP model by the CLIP kinds
+    only and every other model by the others."""
+    datasets = config.get("datasets", {})
+    for model in group["models"]:
+        family = models.get(model, {}).get("family")
+        if family == "baseline":
+            wants_mcq = models[model].get("baseline") != "dataset_statistics"
+            if not all(("mcq" in datasets.get(d, {})) == wants_mcq for d in group["datasets"]):
+                kind_needed = "multiple-choice" if wants_mcq else "classification"
+                errors.append(f"{where}: baseline {model!r} needs {kind_needed} datasets")
+        elif family == "api":
+            if kind != "generate":
+                errors.append(f"{where}: setting {setting!r} ({kind}) cannot run API model {model!r}")
+        elif model in models and (family in CLIP_FAMILIES) != (kind in ("clip", "clip_features")):
+            errors.append(f"{where}: setting {setting!r} ({kind}) cannot run model {model!r}")
+
+
+def _check_tables(config: dict, models: dict[str, dict], errors: list[str]) -> None:
+    """Every group of a table names known models, datasets and settings, and its models can run each column."""
+    settings, datasets = config.get("settings", {}), config.get("datasets", {})
     for name, table in config.get("tables", {}).items():
         for g, group in enumerate(table["groups"]):
             where = f"tables.{name}.groups[{g}]"
-            for model in group["models"]:
-                if model not in models:
-                    errors.append(f"{where}.models: unknown model {model!r}")
-            for dataset in group["datasets"]:
-                if dataset not in datasets:
-                    errors.append(f"{where}.datasets: unknown dataset {dataset!r}")
+            errors.extend(
+                f"{where}.models: unknown model {model!r}" for model in group["models"] if model not in models
+            )
+            errors.extend(f"{where}.datasets: unknown dataset {d!r}" for d in group["datasets"] if d not in datasets)
             for column in group["columns"]:
                 setting = column["setting"]
                 if setting not in settings:
                     errors.append(f"{where}.columns: unknown setting {setting!r}")
                     continue
-                kind = settings[setting]["kind"]
-                if kind == "loglik":
-                    for model in group["models"]:
-                        if model in models and "template" not in models[model].get("loglik", {}):
-                            errors.append(f"{where}: setting {setting!r} needs models.{model}.loglik.template")
-                if settings[setting].get("chain_of_thought"):
-                    for model in group["models"]:
-                        if models.get(model, {}).get("family") == "baseline":
-                            continue
-                        if model in models and "{question}" not in models[model].get("cot_template", ""):
-                            errors.append(f"{where}: setting {setting!r} needs models.{model}.cot_template")
-                if kind == "frequency":
-                    source = settings[setting].get("source", "")
-                    if settings.get(source, {}).get("kind") not in ("generate", "clip", "probe"):
-                        errors.append(f"settings.{setting}.source: {source!r} is not a generate, clip or probe setting")
-                        continue
-                    if not {"pretrain", "instruct"} <= set(config.get("corpora", {})):
-                        errors.append(f"settings.{setting} needs corpora.pretrain and corpora.instruct")
-                    kind, setting = settings[source]["kind"], source
-                if kind == "rescore":
-                    source = settings[setting].get("source", "")
-                    if settings.get(source, {}).get("kind") != "generate":
-                        errors.append(f"settings.{setting}.source: {source!r} is not a generate setting")
-                        continue
-                    for dataset in group["datasets"]:
-                        if not datasets.get(dataset, {}).get("synonyms"):
-                            errors.append(f"{where}: setting {setting!r} needs datasets.{dataset}.synonyms")
-                    kind = "generate"
-                if kind == "robustness":
-                    source = settings[setting].get("source", "")
-                    if settings.get(source, {}).get("kind") != "generate":
-                        errors.append(f"settings.{setting}.source: {source!r} is not a generate setting")
-                        continue
-                    kind = "generate"
-                if kind == "benchmark":
-                    for dataset in group["datasets"]:
-                        if "benchmark" not in datasets.get(dataset, {}):
-                            errors.append(f"{where}: setting {setting!r} needs datasets.{dataset}.benchmark")
-                    kind = "generate"
-                if kind == "probe":
-                    source = settings[setting].get("features", "")
-                    if settings.get(source, {}).get("kind") not in ("features", "clip_features"):
-                        errors.append(f"settings.{setting}.features: {source!r} is not a features setting")
-                        continue
-                    kind = "clip" if settings[source]["kind"] == "clip_features" else "generate"
-                for model in group["models"]:
-                    family = models.get(model, {}).get("family")
-                    if family == "baseline":
-                        wants_mcq = models[model].get("baseline") != "dataset_statistics"
-                        if not all(("mcq" in datasets.get(d, {})) == wants_mcq for d in group["datasets"]):
-                            kind_needed = "multiple-choice" if wants_mcq else "classification"
-                            errors.append(f"{where}: baseline {model!r} needs {kind_needed} datasets")
-                        continue
-                    if family == "api" and kind != "generate":
-                        errors.append(f"{where}: setting {setting!r} ({kind}) cannot run API model {model!r}")
-                        continue
-                    is_clip = family in CLIP_FAMILIES
-                    if model in models and is_clip != (kind in ("clip", "clip_features")):
-                        errors.append(f"{where}: setting {setting!r} ({kind}) cannot run model {model!r}")
+                _check_prompt_templates(where, setting, config, group, models, errors)
+                runs = _kind_that_runs_models(where, setting, config, group, errors)
+                if runs is not None:
+                    kind, runs_setting = runs
+                    _check_models_run(where, runs_setting, kind, config, group, models, errors)
+
+
+def check_config(config: dict) -> None:
+    """Raise ConfigError listing every reference between sections that names nothing (worlds, datasets, models,
+    settings, corpora) and every need across sections. Each entry's own structure, per-family keys included, is
+    the schema's to check, before this."""
+    errors: list[str] = []
+    models = _models_as_tables_name_them(config)
+    _check_corpora(config, errors)
+    _check_datasets(config, errors)
+    _check_models(config, errors)
+    _check_finetunes(config, models, errors)
+    # a recipe's own name stands for its models in tables only: scores are those of "<recipe>-<dataset>"
+    _check_findings(config, set(models) - set(config.get("finetunes", {})), errors)
+    _check_tables(config, models, errors)
     errors += cluster.check_config(config)
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
