@@ -62,7 +62,7 @@ def vllm_row(args, vlm, queries, flop, peak, items) -> dict:
     served = VllmModel(vlm.model_dir, "llava", device=args.device, name="bench", gpu_memory_utilization=0.85,
                        load_format="dummy")  # fmt: skip
     run = lambda: run_generation(served, queries, TEMPLATE, MARKER, NEW_TOKENS, len(queries), "bench",  # noqa: E731
-                                 log=lambda _: None, block_size=len(queries), min_new_tokens=NEW_TOKENS)  # fmt: skip
+                                 log=lambda _: None, sort_block=len(queries), min_new_tokens=NEW_TOKENS)  # fmt: skip
     run()  # warm-up: engine start, CUDA graphs
     _, seconds, memory = timed(run, args.device)
     rate = items / seconds
@@ -98,7 +98,7 @@ def main() -> None:
     def ours_with(static: bool):
         vlm.static_cache = static  # kv_cache static / dynamic (models.<m>.kv_cache)
         return run_generation(vlm, queries, TEMPLATE, MARKER, NEW_TOKENS, batch_size, "bench", log=lambda _: None,
-                              block_size=1024, loader_workers=args.workers)  # fmt: skip
+                              sort_block=1024, loader_workers=args.workers)  # fmt: skip
 
     ours, seconds, memory = timed(lambda: ours_with(False), args.device)
     ours_with(True)  # warm-up: on a GPU the first static-cache batches compile the decoding step

@@ -318,18 +318,18 @@ def generation_batching(m, s, dataset):
             "padding_side": "checkpoint",
             "batch_size": size,
             "max_batch_size": size,
-            "block_size": size,
+            "sort_block": size,
         }
     return {
         "batching": mode,
         "padding_side": "left",
         "batch_size": m["batch_size"],
         "max_batch_size": m["max_batch_size"],
-        "block_size": generation_block_size(m),
+        "sort_block": generation_sort_block(m),
     }
 
 
-def generation_block_size(m):
+def generation_sort_block(m):
     """Consecutive items whose batches are formed together (sorted by prompt length when larger than a batch);
     shards are whole blocks, so a result does not depend on the shard count."""
     if m["sort_block"]:

@@ -15,7 +15,7 @@ with running_job(snakemake):
     queries = read_jsonl(snakemake.input.queries)
     index, count = snakemake.params.shard
     # shards are whole blocks, and a block's batches do not depend on the shard count
-    part = shard_slice(len(queries), run["block_size"], index, count)
+    part = shard_slice(len(queries), run["sort_block"], index, count)
     vlm, revision = load_generator(snakemake.input.model, run)
     batch_size = resolve_batch_size(vlm, run, [render(run["template"], q["question"]) for q in queries[part]])
     print(f"batch size {batch_size} (configured: {run['batch_size']}), batching {run['batching']}")
@@ -34,7 +34,7 @@ with running_job(snakemake):
         revision,
         cache=shard_cache(snakemake.params.cache),
         cache_context={**run, **vlm.generation_settings(), "model_revision": revision},
-        block_size=max(run["block_size"], batch_size),  # vLLM takes the whole shard in one call
+        sort_block=max(run["sort_block"], batch_size),  # vLLM takes the whole shard in one call
         loader_workers=run["loader_workers"],
         answer_from=run["answer_from"],
         min_new_tokens=run["min_new_tokens"],

@@ -171,7 +171,7 @@ def test_fast_batching_answers_do_not_depend_on_batch_mates(right_padded):
     vlm = VisionLanguageModel(model_dir, "blip2", device="cpu", padding_side="left")
     one = run_generation(vlm, queries, template, marker, 6, batch_size=1, revision="r", log=lambda _: None)
     sorted_eights = run_generation(vlm, queries, template, marker, 6, batch_size=8, revision="r", log=lambda _: None,
-                                   block_size=16)  # fmt: skip
+                                   sort_block=16)  # fmt: skip
     assert [r["pred"] for r in one] == [r["pred"] for r in sorted_eights]
     assert {r["padding_side"] for r in sorted_eights} == {"left"}
     assert [r["pred"] for r in one] == _upstream_loop(model_dir, queries, template, marker, 1, 6)  # nothing padded

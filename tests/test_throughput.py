@@ -41,14 +41,14 @@ def llava(tiny_models):
 def test_sorted_blocks_and_prefetching_return_the_unoptimised_results(llava, queries):
     quiet = dict(revision="r", log=lambda _: None)
     upstream = run_generation(llava, queries, TEMPLATE, MARKER, 5, batch_size=3, **quiet)
-    ours = run_generation(llava, queries, TEMPLATE, MARKER, 5, batch_size=4, block_size=8, loader_workers=2, **quiet)
+    ours = run_generation(llava, queries, TEMPLATE, MARKER, 5, batch_size=4, sort_block=8, loader_workers=2, **quiet)
     assert [r["item"] for r in ours] == [q["item"] for q in queries]  # plan order restored
     assert ours == upstream
 
 
 def test_batches_stay_inside_their_blocks_and_sort_by_key():
     keys = [5, 1, 4, 1, 3, 9, 2, 0]
-    batches = generation_batches([0, 1, 2, 3, 5, 6, 7], keys, batch_size=2, block_size=4)
+    batches = generation_batches([0, 1, 2, 3, 5, 6, 7], keys, batch_size=2, sort_block=4)
     assert batches == [[1, 3], [2, 0], [7, 6], [5]]  # item 4 is not to do; ties keep plan order
     # a shard is whole blocks: its batches are the same as in the unsharded job
     assert generation_batches([5, 6, 7], keys, 2, 4) == batches[2:]

@@ -106,6 +106,22 @@ def extract_archive(archive, dest_dir) -> None:
         raise ValueError(f"{archive}: unknown archive type (expected .zip, .tar, .tgz, .tar.gz, .tar.bz2, .tar.xz)")
 
 
+def download_and_extract(url: str, checksum: str | None, dest_dir, inner: str | None = None) -> None:
+    """Download the archive at ``url`` into the new folder ``dest_dir``, verify it, unpack it there and delete it, so
+    that only its contents remain; ``inner`` names an archive inside it (a dataset shipped as an archive of an
+    archive), unpacked and deleted in turn."""
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True)
+    archive = dest_dir / Path(url.split("?")[0]).name
+    fetch(url, archive, checksum)
+    extract_archive(archive, dest_dir)
+    archive.unlink()
+    if inner:
+        inner_archive = dest_dir / inner
+        extract_archive(inner_archive, dest_dir)
+        inner_archive.unlink()
+
+
 def _check_inside(dest_dir: Path, member: str, archive: Path) -> None:
     if not (dest_dir / member).resolve().is_relative_to(dest_dir.resolve()):
         raise ValueError(f"{archive}: member {member!r} would be written outside {dest_dir}")

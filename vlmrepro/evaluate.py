@@ -40,13 +40,13 @@ def shard_slice(n_items: int, batch_size: int, index: int, count: int) -> slice:
     return slice(start * batch_size, min(stop * batch_size, n_items))
 
 
-def generation_batches(todo: list[int], keys: list, batch_size: int, block_size: int) -> list[list[int]]:
-    """Batches of the items in ``todo`` (positions): the items of each block of ``block_size`` consecutive positions,
+def generation_batches(todo: list[int], keys: list, batch_size: int, sort_block: int) -> list[list[int]]:
+    """Batches of the items in ``todo`` (positions): the items of each block of ``sort_block`` consecutive positions,
     sorted by ``keys`` (prompt length, image size) so that a batch pads little, cut into ``batch_size`` batches.
     Blocks, not shards, decide a batch's members: outputs are the same for any shard count."""
     blocks: dict[int, list[int]] = {}
     for i in todo:
-        blocks.setdefault(i // block_size, []).append(i)
+        blocks.setdefault(i // sort_block, []).append(i)
     batches = []
     for members in blocks.values():
         members.sort(key=lambda i: (keys[i], i))
@@ -88,7 +88,7 @@ def run_generation(
     log: Callable[[str], None] = print,
     cache=None,
     cache_context: dict | None = None,
-    block_size: int | None = None,
+    sort_block: int | None = None,
     loader_workers: int = 0,
     answer_from: str = "last_marker",
     min_new_tokens: int = 0,
@@ -97,8 +97,8 @@ def run_generation(
     the decoded ``output`` (prompt + generation), the ``generation`` alone and the ``pred`` that is scored
     (:func:`prediction`).
 
-    Without ``block_size`` (or with ``block_size == batch_size``) batches are fixed blocks of queries by position,
-    as upstream runs them. With a larger ``block_size``, the items of each block are sorted by prompt length and
+    Without ``sort_block`` (or with ``sort_block == batch_size``) batches are fixed blocks of queries by position,
+    as upstream runs them. With a larger ``sort_block``, the items of each block are sorted by prompt length and
     image size before batching (less padding), and results are returned in plan order. ``loader_workers`` threads
     decode and preprocess upcoming batches while the current one generates.
 
@@ -108,7 +108,7 @@ def run_generation(
     if not queries:  # a shard beyond the last batch
         log("no items in this shard")
         return []
-    block_size = block_size or batch_size
+    sort_block = sort_block or batch_size
     prompts = [render(template, q["question"]) for q in queries]
     # the side actually padded, per row: with right padding an answer depends on its batch-mates
     records = [{**base_record(q, revision), "prompt": p, "padding_side": vlm.padding_side} for q, p in zip(queries, prompts)]
@@ -127,10 +127,10 @@ def run_generation(
     log(f"{len(todo)} of {len(queries)} items to generate ({cached} from the cache, "
         f"{len(queries) - len(todo) - cached} not evaluable)")
     sort_keys = [0] * len(queries)
-    if block_size > batch_size:
+    if sort_block > batch_size:
         for i in todo:
             sort_keys[i] = (lower_bounds[i], image_size(queries[i]["path"]))
-    batches = generation_batches(todo, sort_keys, batch_size, block_size)
+    batches = generation_batches(todo, sort_keys, batch_size, sort_block)
 
     def prepare(batch: list[int]):
         """Inputs of the batch's items that fit the context (CPU tensors), and the overflow of the others."""

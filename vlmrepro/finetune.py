@@ -13,7 +13,8 @@ declared outputs and resumes from the newest *complete* one when a killed job is
 complete once every part of it is written; see :class:`MarkCompleteCheckpoints`). The loss curve is kept; a
 diverging loss is recorded (NaN), not raised.
 
-Run as ``python -m vlmrepro.finetune job.json`` (or under ``torchrun``): the job file holds every argument.
+The workflow's job is built by :func:`finetune_job` and started by :func:`launch`: in its own process, or over
+several GPUs as ``python -m vlmrepro.finetune job.json`` under ``torchrun`` (the job file holds every argument).
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ import math
 import os
 import re
 import shutil
+import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from .backends import read_revision
 from .datasets import processor_mean_colour
-from .io import atomic_dir, naming_full_disk, write_text
+from .io import atomic_dir, naming_full_disk, read_jsonl, write_json, write_text
 
 TRAINABLE = {
     "projector": re.compile(r"multi_modal_projector"),
@@ -650,6 +654,66 @@ def run(job: dict) -> dict:
         "trained": job["trainable"],
         **evaluated,
     }
+
+
+def training_examples(params: dict, inputs: Mapping[str, str]) -> list[dict]:
+    """The examples (``{"path", "segments"}``) of whichever training data the rule gave the fine-tune: an
+    instruction mix built by its own rule, captions of the training images written by a captioning model, or the
+    planned classification items answered with their label (or BLIP-2's caption of it)."""
+    if "mix" in inputs:
+        return read_jsonl(inputs["mix"])
+    if "captions" in inputs:  # one caption per training image
+        rows = read_jsonl(inputs["captions"])
+        paths = {q["item"]: q["path"] for q in read_jsonl(inputs["queries"])}
+        examples = [
+            {"path": paths[r["item"]], "segments": [[params["prompt"], r["pred"]]]} for r in rows if r["status"] == "ok"
+        ]
+        print(f"{len(examples)} captions ({len(rows) - len(examples)} training images without one)")
+        return examples
+    answer = blip_caption_label if params["answer"] == "blip_caption" else (lambda label: label)
+    return [
+        {"path": q["path"], "segments": [[params["prompt"], answer(q["label"])]]} for q in read_jsonl(inputs["queries"])
+    ]
+
+
+def finetune_job(params: dict, inputs: Mapping[str, str], *, family: str, device: str, checkpoint_dir: str,
+                 out_dir: str, log_file: str, workers: int) -> dict:
+    """Every argument of :func:`run` for the fine-tune rule's job: the recipe's settings (``params``), the training
+    examples and base model of ``inputs`` (``rules/common.smk: finetune_inputs``), and where checkpoints, the
+    model and the loss log go."""
+    examples = training_examples(params, inputs)
+    if params["epoch_eval"]:  # the evaluation after every epoch reads its planned queries
+        params = {**params, "epoch_eval": {**params["epoch_eval"], "queries": inputs["eval_queries"]}}
+    return {
+        **params,
+        "family": family,
+        "device": device,
+        "base_dir": inputs["base"],
+        "base_revision": read_revision(inputs["base"]),
+        # the plain language model LoRA adapters are merged onto (upstream: lmsys/vicuna-7b-v1.5), if any
+        "merge_base_dir": inputs.get("merge_base"),
+        "examples": examples,
+        "checkpoint_dir": checkpoint_dir,
+        "out_dir": out_dir,
+        "log_file": log_file,
+        "workers": workers,
+    }
+
+
+def launch(job: dict, gpus: int, import_root: str) -> None:
+    """Train ``job`` and write its loss log (``job['log_file']``): in this process on the CPU or one GPU; data
+    parallel over ``gpus`` > 1 GPUs as ``torchrun`` processes that import this package from ``import_root`` and
+    read the job from ``job.json`` beside the checkpoints (which make a rerun resume)."""
+    if gpus <= 1:
+        write_json(job["log_file"], run(job))
+        return
+    job_file = Path(job["checkpoint_dir"]) / "job.json"
+    job_file.parent.mkdir(parents=True, exist_ok=True)
+    job_file.write_text(json.dumps(job))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([import_root, os.environ.get("PYTHONPATH", "")])}
+    command = [*torchrun, "-m", "vlmrepro.finetune", str(job_file)]
+    subprocess.run(command, check=True, env=env, stdout=sys.stdout, stderr=sys.stderr)
 
 
 if __name__ == "__main__":

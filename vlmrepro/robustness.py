@@ -31,7 +31,7 @@ def check_invariance(vlm, queries, reference, run: dict, revision: str, subset: 
     args = (run["template"], run["answer_marker"], run["max_new_tokens"])
     batch_size = resolve_batch_size(vlm, run, [render(run["template"], q["question"]) for q in queries])
     answers = {"answer_from": run["answer_from"], "min_new_tokens": run["min_new_tokens"]}
-    batching = {"block_size": run["block_size"], "loader_workers": run["loader_workers"], **answers}
+    batching = {"sort_block": run["sort_block"], "loader_workers": run["loader_workers"], **answers}
     one_by_one = run_generation(vlm, queries, *args, 1, revision, log=log, **answers)
     cache_file = Path(work_dir) / "interrupted.jsonl"
     cache_file.unlink(missing_ok=True)

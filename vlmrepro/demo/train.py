@@ -10,6 +10,8 @@ corpus (plus the language model's own "wiki" knowledge).
 * ``train_llava(clip_dir, examples, classes, out_dir, spec)``: ``save_pretrained`` model + ``LlavaProcessor``, loadable
   by ``vlmrepro.models.VisionLanguageModel(dir, "llava")``. ``llava_examples`` turns LLaVA-format records into the
   ``{"path", "segments"}`` examples of ``vlmrepro.finetune`` (whose collator encodes them).
+* ``train_world_model(train, inputs, out_dir)``: either of them, as a ``models.<name>.train`` entry of the config
+  asks, on the world files of the rule's inputs.
 
 Fine-tuning and continued training on an instruction mix use ``vlmrepro.finetune.run`` (the workflow's recipe).
 Everything is seeded and runs in float32 on the CPU with PyTorch's deterministic algorithms; the thread count is
@@ -22,12 +24,14 @@ import json
 import math
 import random
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from . import world
 from ..finetune import deterministic_algorithms
+from ..io import read_json, read_jsonl
 
 CLIP_SPEC = {
     "seed": 0,
@@ -439,3 +443,20 @@ def train_llava(clip_dir, examples: list[dict], classes: list[dict], out_dir, sp
         "n_examples": len(encoded),
         "n_repeated": len(extra),
     }
+
+
+def train_world_model(train: dict, inputs: Mapping[str, str], out_dir) -> dict:
+    """Train the model of a ``models.<name>.train`` entry into ``out_dir`` and return its training log: a CLIP on its
+    world's contrastive corpus, or a LLaVA on the image tower of the CLIP in ``inputs["vision"]``, trained on the
+    world's VLM corpus with the wiki corpus repeated. ``inputs`` are the world's files (``rules/common.smk:
+    world_model_inputs``); the entry's other keys override the training spec."""
+    spec = dict(train)
+    kind, world_name = spec.pop("kind"), spec.pop("world")
+    spec.pop("vision", None)  # the CLIP's model name: its folder is inputs["vision"]
+    if kind == "clip":
+        return train_clip(read_jsonl(inputs["clip_corpus"]), inputs["images"], out_dir, spec)
+    spec = {**LLAVA_SPEC, **spec}
+    roots = {world_name: inputs["images"]}  # the corpus's image paths start with the world's name
+    examples = llava_examples(read_json(inputs["vlm_corpus"]), roots, spec["vicuna_share"], spec["seed"])
+    facts = llava_examples(read_json(inputs["wiki_corpus"]), {}, spec["vicuna_share"], spec["seed"] + 1)
+    return train_llava(inputs["vision"], examples, read_json(inputs["classes_full"]), out_dir, spec, repeated=facts)

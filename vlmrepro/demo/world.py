@@ -18,14 +18,16 @@ CPU show the paper's findings (README: "The embedded demo").
   (4-choice questions about a class's facts that never name it, over the test images).
 
 Everything is a pure function of the ``spec`` (seeded ``random.Random`` / NumPy generators); ``build_world``
-writes the images and JSON files under one directory.
+writes the images and JSON files under one directory, ``build_world_outputs`` onto the build rule's outputs.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -499,4 +501,21 @@ def build_world(out_dir, spec: dict | None = None, name: str = "world") -> dict:
         "n_wikiqa": len(wikiqa),
     }
     dump("world.json", index)
+    return index
+
+
+def build_world_outputs(images, files, spec: dict | None = None, name: str = "world") -> dict:
+    """Build the world onto the outputs of its rule and return its index: the folder ``images`` and the ``files``
+    that :func:`build_world` writes beside it (each path ending in the name of one). The world is built in the
+    folder ``.part`` beside ``images`` (the index's "root", named in ``world.json``), then moved into place."""
+    images = Path(images)
+    work = images.parent / ".part"
+    shutil.rmtree(work, ignore_errors=True)
+    index = build_world(work, spec, name=name)
+    # the files first and the images last: Snakemake reruns the job unless every output is in place
+    for path in map(Path, files):
+        os.replace(work / path.name, path)
+    shutil.rmtree(images, ignore_errors=True)
+    os.replace(work / "images", images)
+    shutil.rmtree(work)
     return index
