@@ -301,7 +301,15 @@ def generation_run(model, setting, dataset):
         "min_new_tokens": s["min_new_tokens"],
         "device": config["device"],
         "protocol": versions.GENERATION,
+        **model_options(m),
     }
+
+
+def model_options(m):
+    """Per-model options of the chat family, in a job's params only where set (other models' params, and so their
+    results, stay as they were)."""
+    options = {"trust_remote_code": True} if m["trust_remote_code"] else {}
+    return options | ({"reasoning_tags": m["reasoning_tags"]} if m["reasoning_tags"] else {})
 
 
 def generation_batching(m, s, dataset):
@@ -365,6 +373,7 @@ def loglik_params(wildcards):
         "padding_side": "left",
         "device": config["device"],
         "protocol": versions.LOGLIK,
+        **model_options(m),
     }
 
 
@@ -392,6 +401,7 @@ def feature_params(wildcards):
         "padding_side": "left",
         "device": config["device"],
         "protocol": versions.FEATURES,
+        **model_options(m),
     }
 
 

@@ -15,7 +15,7 @@ with running_job(snakemake):
         settings = {"device": clip.device, "dtype": str(clip.dtype)}
     else:
         vlm, _ = VisionLanguageModel.for_job(snakemake.input.model, run)
-        prompt = render(run["template"], run["question"])
+        prompt = render(vlm.template, run["question"])
         encode = lambda images: features.vlm_features(vlm, images, prompt, run["positions"])
         settings = vlm.generation_settings()
     out = snakemake.output[0]

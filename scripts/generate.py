@@ -17,7 +17,7 @@ with running_job(snakemake):
     # shards are whole blocks, and a block's batches do not depend on the shard count
     part = shard_slice(len(queries), run["sort_block"], index, count)
     vlm, revision = load_generator(snakemake.input.model, run)
-    batch_size = resolve_batch_size(vlm, run, [render(run["template"], q["question"]) for q in queries[part]])
+    batch_size = resolve_batch_size(vlm, run, [render(vlm.template, q["question"]) for q in queries[part]])
     print(f"batch size {batch_size} (configured: {run['batch_size']}), batching {run['batching']}")
     if run["batching"] == "fast" and getattr(vlm, "checkpoint_padding_side", None) == "right":
         print(
@@ -27,7 +27,7 @@ with running_job(snakemake):
     records = run_generation(
         vlm,
         queries[part],
-        run["template"],
+        vlm.template,
         run["answer_marker"],
         run["max_new_tokens"],
         batch_size,
@@ -38,6 +38,7 @@ with running_job(snakemake):
         loader_workers=run["loader_workers"],
         answer_from=run["answer_from"],
         min_new_tokens=run["min_new_tokens"],
+        reasoning_tags=run.get("reasoning_tags"),
     )
     write_jsonl(snakemake.output.rows, records)
     seconds = time.time() - start

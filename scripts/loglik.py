@@ -22,7 +22,7 @@ with running_job(snakemake):
         vlm,
         queries[part],
         load_class_list(snakemake.input.classes),
-        run["template"],
+        vlm.template,
         run["method"],
         run["question"],
         run["chunk"],

@@ -56,4 +56,5 @@ def test_the_schema_knows_the_registry_families():
     model = schema["properties"]["models"]["additionalProperties"]
     assert set(model["properties"]["family"]["enum"]) == set(registry.VLM_CLASSES) | set(registry.NON_VLM_FAMILIES)
     vlm_rule = next(c for c in model["allOf"] if "not" in c["if"]["properties"].get("family", {}))
-    assert set(vlm_rule["if"]["properties"]["family"]["not"]["enum"]) == set(registry.NON_VLM_FAMILIES)
+    # the classic VLM rule: every family but the non-VLM ones and chat, which has its own
+    assert set(vlm_rule["if"]["properties"]["family"]["not"]["enum"]) == set(registry.NON_VLM_FAMILIES) | {"chat"}

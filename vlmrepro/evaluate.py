@@ -92,6 +92,7 @@ def run_generation(
     loader_workers: int = 0,
     answer_from: str = "last_marker",
     min_new_tokens: int = 0,
+    reasoning_tags: list[str] | None = None,
 ) -> list[dict]:
     """Generate in batches of ``batch_size`` queries, skipping items that cannot be evaluated. Each record keeps
     the decoded ``output`` (prompt + generation), the ``generation`` alone and the ``pred`` that is scored
@@ -150,7 +151,7 @@ def run_generation(
         fits = [i for i in batch if i not in overflow]
         if fits:
             for i, (text, new_text) in zip(fits, vlm.generate(vlm.to_device(inputs), max_new_tokens, min_new_tokens)):
-                pred = prediction(text, new_text, answer_marker, answer_from)
+                pred = without_reasoning(prediction(text, new_text, answer_marker, answer_from), reasoning_tags)
                 records[i].update(status="ok", output=text, generation=new_text, pred=pred)
         if cache is not None:  # written ahead: this batch is never computed again
             cache.put_many({keys[i]: _computed(records[i]) for i in batch})
@@ -160,6 +161,20 @@ def run_generation(
 
 COMPUTED_FIELDS = ("status", "reason", "output", "generation", "pred")
 ANSWER_SOURCES = ("last_marker", "generation")
+
+
+def without_reasoning(text: str, tags: list[str] | None) -> str:
+    """The text with its reasoning block (``tags`` = [open, close], e.g. ``<think>``...``</think>``) cut out; an
+    unclosed block (the token budget ran out while reasoning) leaves no answer."""
+    if not tags:
+        return text
+    opening, closing = tags
+    while opening in text:
+        before, _, rest = text.partition(opening)
+        if closing not in rest:
+            return before.strip()
+        text = before + rest.partition(closing)[2]
+    return text.strip()
 
 
 def prediction(text: str, new_text: str, answer_marker: str, answer_from: str) -> str:

@@ -24,16 +24,20 @@ import torch
 from .cache import cache_key
 from .datasets import first_indices
 from .evaluate import load_rgb
-from .records import base_record, triage
+from .models import CHAT_FAMILY
 from .progress import Progress
 from .prompts import render
+from .records import base_record, triage
 
 METHODS = ("continuation", "per_class")
 
 
-def class_token_ids(tokenizer, classes: list[str]) -> list[list[int]]:
+def class_token_ids(tokenizer, classes: list[str], after_bos: bool = True) -> list[list[int]]:
     """Ids of each class name with special tokens added and the first (BOS) id dropped
-    (docs/protocol.md#class-name-tokenisation-for-log-likelihood)."""
+    (docs/protocol.md#class-name-tokenisation-for-log-likelihood). A chat model (``after_bos=False``) answers right
+    after its turn marker: its class names are tokenised alone, without special tokens."""
+    if not after_bos:
+        return [tokenizer(name, add_special_tokens=False)["input_ids"] for name in classes]
     out = []
     for name in classes:
         ids = tokenizer(name)["input_ids"]
@@ -119,6 +123,34 @@ def continuation_logprobs(vlm, image, context: str, class_ids: list[list[int]], 
 
 
 @torch.inference_mode()
+def chat_continuation_logprobs(vlm, image, context: str, class_ids: list[list[int]]) -> list[np.ndarray]:
+    """Token log-probs of every class continuing a chat model's ``context``: the context is run once, then each class
+    is one forward pass of its tokens over the context's cache, which is cropped back after it. The model places its
+    own positions (multimodal rotary positions, Gemma 3's image attention), so classes are fed one by one rather than
+    packed with explicit positions as :func:`continuation_logprobs` does."""
+    model = vlm.model
+    if image is not None:
+        inputs = vlm.encode([image], [context])
+    else:  # the chat template already wrote every special token
+        inputs = vlm.tokenizer([context], add_special_tokens=False, return_tensors="pt").to(vlm.device)
+    out = model(**inputs, use_cache=True, logits_to_keep=1)
+    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1).cpu()
+    cache = out.past_key_values
+    results = []
+    for ids in class_ids:
+        scores = [float(first[ids[0]])]
+        if len(ids) > 1:
+            fed = torch.tensor([ids[:-1]], device=vlm.device)
+            # one unpadded row: no mask, so the model derives the new tokens' positions from its cache
+            logits = model(input_ids=fed, use_cache=True, **cache_argument(model, cache)).logits[0]
+            cache.crop(-fed.shape[1])  # back to the context (sliding-window layers crop by a count only)
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            scores += logp.gather(-1, torch.tensor(ids[1:], device=logp.device)[:, None])[:, 0].cpu().tolist()
+        results.append(np.asarray(scores, dtype=np.float32))
+    return results
+
+
+@torch.inference_mode()
 def upstream_continuation_logprobs(vlm, image, context: str, class_ids: list[list[int]]) -> list[np.ndarray]:
     """The upstream loop (reference for tests and benchmarks): per class, one single-token step at a time from a
     fresh copy of the context's cache."""
@@ -180,7 +212,8 @@ def run_loglik(
     one pass per class chunk), and items already in it are not scored again."""
     if method not in METHODS:
         raise ValueError(f"loglik method must be one of {METHODS}, got {method!r}")
-    class_ids = class_token_ids(vlm.tokenizer, classes)
+    chat = vlm.family == CHAT_FAMILY
+    class_ids = class_token_ids(vlm.tokenizer, classes, after_bos=not chat)
     offsets = np.cumsum([0] + [len(ids) for ids in class_ids])
     first_index = first_indices(classes)
     token_logprobs = np.full((len(queries), offsets[-1]), np.nan, dtype=np.float32)
@@ -188,10 +221,15 @@ def run_loglik(
     context = render(template, question)
 
     def scores_for(image):
+        if method == "continuation" and chat:
+            text = context if image is not None else render(vlm.prompt_template(template, image=False), question)
+            return chat_continuation_logprobs(vlm, image, text, class_ids)
         if method == "continuation":
             return continuation_logprobs(
                 vlm, image, context if image is not None else _text_only(context), class_ids, chunk
             )
+        if chat:
+            raise ValueError(f"model {vlm.name}: family {CHAT_FAMILY} scores classes by continuation only")
         return per_class_logprobs(
             vlm, image, template if image is not None else _text_only(template), question, classes, class_ids, chunk
         )

@@ -67,6 +67,9 @@ def model_class(family: str):
 
 
 PADDING_SIDES = ("left", "right", "checkpoint")
+# the family of any transformers image-text-to-text model prompted through its processor's chat template
+CHAT_FAMILY = "chat"
+ASSISTANT_TURN = "{assistant}"
 
 
 class VisionLanguageModel:
@@ -87,10 +90,12 @@ class VisionLanguageModel:
         attention: str = "auto",
         image_aspect_ratio: str = "original",
         kv_cache: str = "dynamic",
+        trust_remote_code: bool = False,
+        name: str = "",
     ):
-        from transformers import AutoConfig, AutoProcessor
-
         self.model_dir, self.family = str(model_dir), family
+        self.name = name or self.model_dir
+        self.trust_remote_code = trust_remote_code
         model_class(family)  # validate early
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
@@ -100,14 +105,13 @@ class VisionLanguageModel:
             raise ValueError(f"{model_dir}: padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
         if image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
             raise ValueError(f"{model_dir}: image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {image_aspect_ratio!r}")
-        self.processor = AutoProcessor.from_pretrained(self.model_dir)
+        config, self.processor = self._load_config_and_processor()
         self.tokenizer = self.processor.tokenizer
         self.checkpoint_padding_side = self.tokenizer.padding_side
         if padding_side != "checkpoint":
             self.tokenizer.padding_side = padding_side
         # fine-tuned LLaVA models see every image padded to a square, as they were trained (model_vqa pads too)
         self.pad_fill = processor_mean_colour(self.processor.image_processor) if image_aspect_ratio == "pad" else None
-        config = AutoConfig.from_pretrained(self.model_dir)
         self.max_context = int(config.text_config.max_position_embeddings)
         # a BLIP-2 fine-tuned at LAVIS's 364 px keeps that size in its processor: its vision tower's position grid is
         # interpolated to it, as LAVIS does
@@ -115,20 +119,70 @@ class VisionLanguageModel:
         tower_size = getattr(getattr(config, "vision_config", None), "image_size", None)
         self.interpolate_pos_encoding = family in ("blip2", "instructblip") and processor_size not in (None, tower_size)
         self._model = None
+        # a chat template writes every special token itself (Gemma 3's <bos> included): the tokenizer adds none
+        self.tokenizer_options = {"add_special_tokens": False} if family == CHAT_FAMILY else {}
+
+    def _load_config_and_processor(self):
+        """The checkpoint's config and processor. A chat model must be an image-text-to-text model whose processor
+        has a chat template; code from the hub runs only where the config opts in (models.<m>.trust_remote_code)."""
+        from transformers import AutoConfig, AutoProcessor
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+        remote = {"trust_remote_code": self.trust_remote_code}
+        try:
+            config = AutoConfig.from_pretrained(self.model_dir, **remote)
+            processor = AutoProcessor.from_pretrained(self.model_dir, **remote)
+        except ValueError as error:
+            if "trust_remote_code" not in str(error):
+                raise
+            raise ValueError(
+                f"model {self.name}: {self.model_dir} runs code from its hub repository, which is off by default; "
+                f"read that code, then set models.{self.name}.trust_remote_code: true (or use a transformers-native "
+                "conversion such as an -hf repository)"
+            ) from error
+        if self.family == CHAT_FAMILY:
+            if config.model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and not self.trust_remote_code:
+                raise ValueError(
+                    f"model {self.name}: {config.model_type!r} is not an image-text-to-text model in transformers, "
+                    f"so family {CHAT_FAMILY} cannot load it; use a vision-language checkpoint (or its family)"
+                )
+            if not getattr(processor, "chat_template", None):
+                raise ValueError(
+                    f"model {self.name}: its processor has no chat template, which family {CHAT_FAMILY} prompts "
+                    "through; use the instruction-tuned checkpoint, or give it a family with a prompt template"
+                )
+        return config, processor
 
     @property
     def model(self):
         if self._model is None:
             self._model = model_class(self.family).from_pretrained(
-                self.model_dir, dtype=self.dtype, attn_implementation=self.attention
+                self.model_dir, dtype=self.dtype, attn_implementation=self.attention, trust_remote_code=self.trust_remote_code
             ).to(self.device)
             self._model.eval()
         return self._model
 
+    def prompt_template(self, template: str, image: bool = True) -> str:
+        """The full prompt template of a job (with its ``{question}`` slot). A chat model's config template is the
+        user turn's text; its processor's chat template wraps it with the image and the turn markers, and
+        ``{assistant}`` in it starts the model's turn with the text after it (chain of thought's "Let's think step
+        by step."). Other families' templates are already full prompts. ``image=False``: the turn without its image
+        (the text-only prior of probabilistic inference)."""
+        if self.family != CHAT_FAMILY:
+            return template
+        user, _, assistant = template.partition(ASSISTANT_TURN)
+        parts = [{"type": "image"}] if image else []
+        messages = [{"role": "user", "content": [*parts, {"type": "text", "text": user}]}]
+        if assistant:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": assistant}]})
+        return self.processor.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=not assistant, continue_final_message=bool(assistant)
+        )
+
     def prompt_token_lower_bounds(self, prompts: list[str]) -> list[int]:
         """Text tokens with each image placeholder counted once: a prompt above the context here overflows for
         certain, whatever the image expands to."""
-        return [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
+        return [len(ids) for ids in self.tokenizer(prompts, **self.tokenizer_options)["input_ids"]]
 
     @property
     def loaded(self) -> bool:
@@ -142,7 +196,9 @@ class VisionLanguageModel:
         """Processor outputs on the CPU (pinned when the model is on a GPU, for an asynchronous copy)."""
         if self.pad_fill is not None:
             images = [pad_to_square(image, self.pad_fill) for image in images]
-        inputs = self.processor(images=images, text=prompts, padding=True, return_tensors="pt")
+        if self.family == CHAT_FAMILY:  # one image per prompt, as the current processors (Gemma 3, SmolVLM) want it
+            images = [[image] for image in images]
+        inputs = self.processor(images=images, text=prompts, padding=True, return_tensors="pt", **self.tokenizer_options)
         if self.device.startswith("cuda"):
             for key in inputs:
                 inputs[key] = inputs[key].pin_memory()
@@ -171,6 +227,8 @@ class VisionLanguageModel:
             extra["min_new_tokens"] = min_new_tokens
         if self.static_cache:  # preallocated KV cache; on CUDA transformers compiles the decoding step (CUDA graphs)
             extra["cache_implementation"] = "static"
+        if self.family == CHAT_FAMILY:  # plain greedy, as for the paper's models: no checkpoint repetition penalty
+            extra["repetition_penalty"] = 1.0
         output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, **extra)
         prompt = inputs["input_ids"]
         new = output
@@ -191,7 +249,10 @@ class VisionLanguageModel:
             attention=run.get("attention", "auto"),
             image_aspect_ratio=run.get("image_aspect_ratio", "original"),
             kv_cache=run.get("kv_cache", "dynamic"),
+            trust_remote_code=run.get("trust_remote_code", False),
+            name=run.get("model", ""),
         )
+        vlm.template = vlm.prompt_template(run["template"]) if "template" in run else None
         return vlm, read_revision(model_dir)
 
     @classmethod
@@ -213,6 +274,8 @@ class VisionLanguageModel:
             "device": self.device,
             "attention": self.attention,
             "max_context": self.max_context,
+            # a chat model's full prompt comes from its processor: recorded, and part of every cache key
+            **({"chat_prompt": self.template} if self.family == CHAT_FAMILY else {}),
         }
 
 

@@ -23,6 +23,8 @@ VLM_CLASSES = {
     "llava_next": "LlavaNextForConditionalGeneration",
     "blip2": "Blip2ForConditionalGeneration",
     "instructblip": "InstructBlipForConditionalGeneration",
+    # any current VLM (Qwen2.5-VL, InternVL, Gemma 3, ...), prompted through its processor's chat template
+    "chat": "AutoModelForImageTextToText",
 }
 NON_VLM_FAMILIES = CLIP_FAMILIES + BASELINE_FAMILIES + API_FAMILIES + LLM_FAMILIES
 

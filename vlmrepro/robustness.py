@@ -28,9 +28,10 @@ def _same(a: dict, b: dict) -> bool:
 def check_invariance(vlm, queries, reference, run: dict, revision: str, subset: int, work_dir, log=print) -> dict:
     """``reference``: the gathered records of the same queries (configured batch size, uninterrupted)."""
     queries, reference = queries[:subset], reference[:subset]
-    args = (run["template"], run["answer_marker"], run["max_new_tokens"])
-    batch_size = resolve_batch_size(vlm, run, [render(run["template"], q["question"]) for q in queries])
+    args = (vlm.template, run["answer_marker"], run["max_new_tokens"])
+    batch_size = resolve_batch_size(vlm, run, [render(vlm.template, q["question"]) for q in queries])
     answers = {"answer_from": run["answer_from"], "min_new_tokens": run["min_new_tokens"]}
+    answers["reasoning_tags"] = run.get("reasoning_tags")
     batching = {"sort_block": run["sort_block"], "loader_workers": run["loader_workers"], **answers}
     one_by_one = run_generation(vlm, queries, *args, 1, revision, log=log, **answers)
     cache_file = Path(work_dir) / "interrupted.jsonl"

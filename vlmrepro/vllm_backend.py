@@ -102,9 +102,11 @@ class VllmModel:
 
     @classmethod
     def for_job(cls, model_dir, run: dict) -> tuple["VllmModel", str]:
-        return cls(model_dir, run["family"], run["dtype"], run["device"], name=run.get("model", "")), read_revision(
-            model_dir
-        )
+        if run["family"] == "chat":  # its prompts come from the processor's chat template (models.py)
+            raise ValueError(f"model {run.get('model', model_dir)}: family chat runs on the transformers backend only")
+        vlm = cls(model_dir, run["family"], run["dtype"], run["device"], name=run.get("model", ""))
+        vlm.template = run.get("template")
+        return vlm, read_revision(model_dir)
 
     def generation_settings(self) -> dict:
         return {"backend": "vllm", "padding_side": self.padding_side, "dtype": self.dtype_name, "device": self.device, "max_context": self.max_context}

@@ -307,7 +307,11 @@ def build_tiny_llm(out_dir, spec: dict | None = None) -> None:
 
 
 def build_tiny(family: str, out_dir, spec: dict | None = None) -> None:
-    if family == "open_clip":
+    if family == "chat":
+        from .chat import build_tiny_chat
+
+        build_tiny_chat(out_dir, spec or {})
+    elif family == "open_clip":
         build_tiny_clip(out_dir, spec)
     elif family == "llm":
         build_tiny_llm(out_dir, spec)

@@ -1,0 +1,205 @@
+"""Family chat: any transformers image-text-to-text model prompted through its processor's chat template, run
+through every evaluation of the paper on tiny random-weight models of each current architecture
+(vlmrepro/demo/chat), by the same functions the workflow's scripts call."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vlmrepro.demo.chat import BUILDERS
+from vlmrepro.demo.tiny import build_tiny
+from vlmrepro.evaluate import run_generation, without_reasoning
+from vlmrepro.features import vlm_features
+from vlmrepro.imagewikiqa import score_mcq
+from vlmrepro.loglik import class_token_ids, run_loglik
+from vlmrepro.models import VisionLanguageModel
+from vlmrepro.prompts import render
+from vlmrepro.robustness import check_invariance
+from vlmrepro.scoring import score_loglik, score_outputs
+
+CLASSES = ["cat", "dog", "red bird"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a busy 2-core machine: torch's default threads only wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chat-images")
+    paths = []
+    for k, size in enumerate([(32, 32), (48, 40), (40, 56)]):
+        path = root / f"{k}.png"
+        Image.new("RGB", size, (60 * k, 200 - 50 * k, 90)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def run_of(arch: str, **extra) -> dict:
+    return {"family": "chat", "model": f"tiny-{arch}", "template": "{question}", "dtype": "float32", "device": "cpu",
+            "padding_side": "left", **extra}  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def chat_model(request, tmp_path_factory):
+    arch = request.param
+    model_dir = tmp_path_factory.mktemp(f"tiny-{arch}")
+    build_tiny("chat", model_dir, {"arch": arch, "seed": 0, "max_context": 4096})
+    vlm, revision = VisionLanguageModel.for_job(model_dir, run_of(arch))
+    return arch, model_dir, vlm
+
+
+def queries_of(images, question="What is in the image?"):
+    labels = ["cat", "dog", "red bird"]
+    return [{"item": k, "row": k, "image": f"./{k}.png", "path": p, "label": labels[k], "choices": None,
+             "question": question} for k, p in enumerate(images)]  # fmt: skip
+
+
+def test_the_prompt_is_the_processors_chat_template_around_the_question(chat_model):
+    arch, _, vlm = chat_model
+    assert "{question}" in vlm.template and vlm.template != "{question}"
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "{question}"}]}]
+    assert vlm.template == vlm.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    # chain of thought: the model's turn starts with the prompt's text after {assistant}
+    cot = vlm.prompt_template("{question}{assistant}Let's think step by step.")
+    assert cot.rstrip().endswith("Let's think step by step.") and cot.startswith(vlm.template.split("{question}")[0])
+    assert vlm.generation_settings()["chat_prompt"] == vlm.template
+
+
+def test_generation_open_closed_world_and_cot_in_any_batch(chat_model, images):
+    arch, _, vlm = chat_model
+    for question in ("What is in the image?", "What is this? Answer with one of: cat, dog, red bird."):
+        queries = queries_of(images, question)
+        one = run_generation(vlm, queries, vlm.template, "", 6, 1, "local", answer_from="generation", log=lambda _: None)
+        batched = run_generation(vlm, queries, vlm.template, "", 6, 3, "local", answer_from="generation", log=lambda _: None)
+        assert [r["status"] for r in one] == ["ok"] * 3
+        assert [r["pred"] for r in one] == [r["pred"] for r in batched]  # left padding: no answer depends on its batch
+        assert all(r["prompt"] == render(vlm.template, question) for r in one)
+        assert score_outputs(one)["n_evaluated"] == 3
+    cot = vlm.prompt_template("{question}{assistant}Let's think step by step.")
+    records = run_generation(vlm, queries_of(images), cot, "", 4, 2, "local", answer_from="generation", log=lambda _: None)
+    assert all(r["status"] == "ok" and isinstance(r["generation"], str) for r in records)
+
+
+def test_a_prompt_past_the_context_is_not_evaluated(chat_model, images):
+    arch, _, vlm = chat_model
+    long_question = "Which one? " + ", ".join(f"class{k}" for k in range(vlm.max_context))
+    records = run_generation(vlm, queries_of(images[:1], long_question), vlm.template, "", 4, 1, "local",
+                             answer_from="generation", log=lambda _: None)  # fmt: skip
+    assert records[0]["status"] == "context_overflow"
+
+
+def test_probabilistic_inference_scores_each_class_after_the_chat_context(chat_model, images):
+    arch, _, vlm = chat_model
+    queries = queries_of(images[:2])
+    records, arrays = run_loglik(vlm, queries, CLASSES, vlm.template, "continuation", "What is in the image?", 250,
+                                 "local", log=lambda _: None)  # fmt: skip
+    ids = class_token_ids(vlm.tokenizer, CLASSES, after_bos=False)
+    assert arrays["token_logprobs"].shape == (2, sum(len(i) for i in ids)) and np.isfinite(arrays["token_logprobs"]).all()
+    # the cached, cropped context gives what a fresh pass over context + class gives
+    context = render(vlm.template, "What is in the image?")
+    image = Image.open(queries[1]["path"]).convert("RGB")
+    compared = 0
+    for k, name in enumerate(CLASSES):
+        inputs = vlm.encode([image], [context + name])
+        with torch.inference_mode():
+            logp = torch.log_softmax(vlm.model(**inputs).logits[0].float(), dim=-1)
+        n = len(ids[k])
+        expected = logp[-n - 1 : -1].gather(-1, torch.tensor(ids[k])[:, None])[:, 0].numpy()
+        start = arrays["class_offsets"][k]
+        if vlm.tokenizer(context + name, add_special_tokens=False)["input_ids"][-n:] == ids[k]:  # same tokens
+            np.testing.assert_allclose(arrays["token_logprobs"][1, start : start + n], expected, atol=2e-4)
+            compared += 1
+    assert compared  # at least one class tokenises the same after the context as alone
+    scores = score_loglik(records, arrays, alphas=[0])
+    assert 0 <= scores["accuracy_sum"] <= 100
+
+
+def test_features_at_last_average_and_a_position(chat_model, images):
+    arch, _, vlm = chat_model
+    opened = [Image.open(p).convert("RGB") for p in images]
+    features, lengths = vlm_features(vlm, opened, render(vlm.template, "What is in the image?"), ["last", "avg", -2])
+    assert features.shape[:2] == (3, 3) and np.isfinite(features).all() and len(lengths) == 3
+
+
+def test_imagewikiqa_answers_are_parsed_mmmu_style(chat_model, images):
+    arch, _, vlm = chat_model
+    question = "What does it eat? Answer with the option's letter.\nA. honey\nB. fish\nC. seeds\nD. grass"
+    queries = queries_of(images, question)
+    records = run_generation(vlm, queries, vlm.template, "", 4, 3, "local", answer_from="generation", log=lambda _: None)
+    rows = [{**r, "question": question, "answer": "A"} for r in records]
+    assert score_mcq(rows)["n_evaluated"] == 3
+
+
+def test_robustness_check_runs_for_a_chat_model(chat_model, images, tmp_path):
+    arch, _, vlm = chat_model
+    run = run_of(arch, answer_marker="", max_new_tokens=4, answer_from="generation", min_new_tokens=0,
+                 batch_size=2, max_batch_size=2, sort_block=2, loader_workers=0)  # fmt: skip
+    queries = queries_of(images)
+    reference = run_generation(vlm, queries, vlm.template, "", 4, 2, "local", answer_from="generation", log=lambda _: None)
+    result = check_invariance(vlm, queries, reference, run, "local", 3, tmp_path, log=lambda _: None)
+    assert result["batch_invariance"] == result["resume_invariance"] == 100
+
+
+def test_reasoning_blocks_are_cut_from_the_scored_answer():
+    tags = ["<think>", "</think>"]
+    assert without_reasoning("<think>it has fur</think> A cat.", tags) == "A cat."
+    assert without_reasoning("<think>still thinking", tags) == ""
+    assert without_reasoning("A <think>x</think>cat", tags) == "A cat"
+    assert without_reasoning("<think>x</think>", None) == "<think>x</think>"
+
+
+# --- bad input ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_chat_dir(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("tiny-chat-one")
+    build_tiny("chat", model_dir, {"arch": "internvl", "seed": 0})
+    return model_dir
+
+
+def test_a_processor_without_chat_template_is_refused_naming_the_model(one_chat_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "no-template"
+    shutil.copytree(one_chat_dir, broken)
+    (broken / "chat_template.jinja").unlink(missing_ok=True)
+    (broken / "chat_template.json").unlink(missing_ok=True)
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        path = broken / name
+        if path.exists():
+            data = json.loads(path.read_text())
+            data.pop("chat_template", None)
+            path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="model tiny-x: its processor has no chat template"):
+        VisionLanguageModel.for_job(broken, run_of("x"))
+
+
+def test_a_model_that_is_not_image_text_to_text_is_refused(tmp_path):
+    from vlmrepro.demo.tiny import build_tiny_llm
+
+    build_tiny_llm(tmp_path / "llm")
+    with pytest.raises(ValueError, match="model tiny-x: .* not an image-text-to-text model"):
+        VisionLanguageModel.for_job(tmp_path / "llm", run_of("x"))
+
+
+def test_remote_code_runs_only_on_an_explicit_opt_in(one_chat_dir, tmp_path):
+    import shutil
+
+    custom = tmp_path / "custom"
+    shutil.copytree(one_chat_dir, custom)
+    config = json.loads((custom / "config.json").read_text())
+    config |= {"model_type": "my_custom_vlm", "auto_map": {"AutoConfig": "configuration_custom.CustomConfig"}}
+    (custom / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="model tiny-x: .* runs code from its hub repository.*trust_remote_code: true"):
+        VisionLanguageModel.for_job(custom, run_of("x"))
