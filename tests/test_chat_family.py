@@ -15,7 +15,7 @@ from vlmrepro.demo.tiny import build_tiny
 from vlmrepro.evaluate import run_generation, without_reasoning
 from vlmrepro.features import vlm_features
 from vlmrepro.imagewikiqa import score_mcq
-from vlmrepro.loglik import class_token_ids, run_loglik
+from vlmrepro.loglik import chat_class_token_ids, run_loglik
 from vlmrepro.models import VisionLanguageModel
 from vlmrepro.prompts import render
 from vlmrepro.robustness import check_invariance
@@ -79,14 +79,20 @@ def test_generation_open_closed_world_and_cot_in_any_batch(chat_model, images):
     arch, _, vlm = chat_model
     for question in ("What is in the image?", "What is this? Answer with one of: cat, dog, red bird."):
         queries = queries_of(images, question)
-        one = run_generation(vlm, queries, vlm.template, "", 6, 1, "local", answer_from="generation", log=lambda _: None)
-        batched = run_generation(vlm, queries, vlm.template, "", 6, 3, "local", answer_from="generation", log=lambda _: None)
+        one = run_generation(
+            vlm, queries, vlm.template, "", 6, 1, "local", answer_from="generation", log=lambda _: None
+        )
+        batched = run_generation(
+            vlm, queries, vlm.template, "", 6, 3, "local", answer_from="generation", log=lambda _: None
+        )
         assert [r["status"] for r in one] == ["ok"] * 3
         assert [r["pred"] for r in one] == [r["pred"] for r in batched]  # left padding: no answer depends on its batch
         assert all(r["prompt"] == render(vlm.template, question) for r in one)
         assert score_outputs(one)["n_evaluated"] == 3
     cot = vlm.prompt_template("{question}{assistant}Let's think step by step.")
-    records = run_generation(vlm, queries_of(images), cot, "", 4, 2, "local", answer_from="generation", log=lambda _: None)
+    records = run_generation(
+        vlm, queries_of(images), cot, "", 4, 2, "local", answer_from="generation", log=lambda _: None
+    )
     assert all(r["status"] == "ok" and isinstance(r["generation"], str) for r in records)
 
 
@@ -98,28 +104,39 @@ def test_a_prompt_past_the_context_is_not_evaluated(chat_model, images):
     assert records[0]["status"] == "context_overflow"
 
 
-def test_probabilistic_inference_scores_each_class_after_the_chat_context(chat_model, images):
+@pytest.mark.parametrize("answer_prefix", ["", "The photo features a"])
+def test_probabilistic_inference_scores_each_class_after_the_chat_context(chat_model, images, answer_prefix):
     arch, _, vlm = chat_model
     queries = queries_of(images[:2])
-    records, arrays = run_loglik(vlm, queries, CLASSES, vlm.template, "continuation", "What is in the image?", 250,
+    template = vlm.prompt_template("{question}{assistant}" + answer_prefix if answer_prefix else "{question}")
+    records, arrays = run_loglik(vlm, queries, CLASSES, template, "continuation", "What is in the image?", 250,
                                  "local", log=lambda _: None)  # fmt: skip
-    ids = class_token_ids(vlm.tokenizer, CLASSES, after_bos=False)
-    assert arrays["token_logprobs"].shape == (2, sum(len(i) for i in ids)) and np.isfinite(arrays["token_logprobs"]).all()
-    # the cached, cropped context gives what a fresh pass over context + class gives
-    context = render(vlm.template, "What is in the image?")
+    context = render(template, "What is in the image?")
+    ids = chat_class_token_ids(vlm.tokenizer, context, CLASSES)
+    assert (
+        arrays["token_logprobs"].shape == (2, sum(len(i) for i in ids)) and np.isfinite(arrays["token_logprobs"]).all()
+    )
+    # the cached, cropped context gives what a fresh pass over the context's and the class's tokens gives
     image = Image.open(queries[1]["path"]).convert("RGB")
-    compared = 0
-    for k, name in enumerate(CLASSES):
-        inputs = vlm.encode([image], [context + name])
+    context_inputs = vlm.encode([image], [context])
+    for k in range(len(CLASSES)):
+        inputs = dict(context_inputs)
+        inputs["input_ids"] = torch.cat([context_inputs["input_ids"], torch.tensor([ids[k]])], dim=1)
+        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+        if "token_type_ids" in inputs:  # Gemma 3 marks image tokens
+            inputs["token_type_ids"] = torch.cat(
+                [context_inputs["token_type_ids"], torch.zeros(1, len(ids[k]), dtype=torch.long)], dim=1
+            )
+        if "mm_token_type_ids" in inputs:
+            inputs["mm_token_type_ids"] = torch.cat(
+                [context_inputs["mm_token_type_ids"], torch.zeros(1, len(ids[k]), dtype=torch.long)], dim=1
+            )
         with torch.inference_mode():
             logp = torch.log_softmax(vlm.model(**inputs).logits[0].float(), dim=-1)
         n = len(ids[k])
         expected = logp[-n - 1 : -1].gather(-1, torch.tensor(ids[k])[:, None])[:, 0].numpy()
         start = arrays["class_offsets"][k]
-        if vlm.tokenizer(context + name, add_special_tokens=False)["input_ids"][-n:] == ids[k]:  # same tokens
-            np.testing.assert_allclose(arrays["token_logprobs"][1, start : start + n], expected, atol=2e-4)
-            compared += 1
-    assert compared  # at least one class tokenises the same after the context as alone
+        np.testing.assert_allclose(arrays["token_logprobs"][1, start : start + n], expected, atol=2e-4)
     scores = score_loglik(records, arrays, alphas=[0])
     assert 0 <= scores["accuracy_sum"] <= 100
 
@@ -135,7 +152,9 @@ def test_imagewikiqa_answers_are_parsed_mmmu_style(chat_model, images):
     arch, _, vlm = chat_model
     question = "What does it eat? Answer with the option's letter.\nA. honey\nB. fish\nC. seeds\nD. grass"
     queries = queries_of(images, question)
-    records = run_generation(vlm, queries, vlm.template, "", 4, 3, "local", answer_from="generation", log=lambda _: None)
+    records = run_generation(
+        vlm, queries, vlm.template, "", 4, 3, "local", answer_from="generation", log=lambda _: None
+    )
     rows = [{**r, "question": question, "answer": "A"} for r in records]
     assert score_mcq(rows)["n_evaluated"] == 3
 
@@ -145,7 +164,9 @@ def test_robustness_check_runs_for_a_chat_model(chat_model, images, tmp_path):
     run = run_of(arch, answer_marker="", max_new_tokens=4, answer_from="generation", min_new_tokens=0,
                  batch_size=2, max_batch_size=2, sort_block=2, loader_workers=0)  # fmt: skip
     queries = queries_of(images)
-    reference = run_generation(vlm, queries, vlm.template, "", 4, 2, "local", answer_from="generation", log=lambda _: None)
+    reference = run_generation(
+        vlm, queries, vlm.template, "", 4, 2, "local", answer_from="generation", log=lambda _: None
+    )
     result = check_invariance(vlm, queries, reference, run, "local", 3, tmp_path, log=lambda _: None)
     assert result["batch_invariance"] == result["resume_invariance"] == 100
 

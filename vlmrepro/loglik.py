@@ -32,12 +32,16 @@ from .records import base_record, triage
 METHODS = ("continuation", "per_class")
 
 
-def class_token_ids(tokenizer, classes: list[str], after_bos: bool = True) -> list[list[int]]:
+def chat_class_token_ids(tokenizer, context: str, classes: list[str]) -> list[list[int]]:
+    """A chat model's class tokens: each name tokenised without special tokens, after a space where the context ends
+    in a word ("The photo features a" + " cat"), as is right after the turn marker's newline otherwise."""
+    lead = "" if not context or context[-1].isspace() else " "
+    return [tokenizer(lead + name, add_special_tokens=False)["input_ids"] for name in classes]
+
+
+def class_token_ids(tokenizer, classes: list[str]) -> list[list[int]]:
     """Ids of each class name with special tokens added and the first (BOS) id dropped
-    (docs/protocol.md#class-name-tokenisation-for-log-likelihood). A chat model (``after_bos=False``) answers right
-    after its turn marker: its class names are tokenised alone, without special tokens."""
-    if not after_bos:
-        return [tokenizer(name, add_special_tokens=False)["input_ids"] for name in classes]
+    (docs/protocol.md#class-name-tokenisation-for-log-likelihood)."""
     out = []
     for name in classes:
         ids = tokenizer(name)["input_ids"]
@@ -213,12 +217,14 @@ def run_loglik(
     if method not in METHODS:
         raise ValueError(f"loglik method must be one of {METHODS}, got {method!r}")
     chat = vlm.family == CHAT_FAMILY
-    class_ids = class_token_ids(vlm.tokenizer, classes, after_bos=not chat)
+    context = render(template, question)
+    class_ids = (
+        chat_class_token_ids(vlm.tokenizer, context, classes) if chat else class_token_ids(vlm.tokenizer, classes)
+    )
     offsets = np.cumsum([0] + [len(ids) for ids in class_ids])
     first_index = first_indices(classes)
     token_logprobs = np.full((len(queries), offsets[-1]), np.nan, dtype=np.float32)
     records = [base_record(q, revision) for q in queries]
-    context = render(template, question)
 
     def scores_for(image):
         if method == "continuation" and chat:
@@ -235,7 +241,9 @@ def run_loglik(
         )
 
     # keyed by the item, its image's name and content, and the context
-    keys = [cache_key(cache_context, classes, q["item"], q["row"], q["image"], q.get("sha256"), context) for q in queries]
+    keys = [
+        cache_key(cache_context, classes, q["item"], q["row"], q["image"], q.get("sha256"), context) for q in queries
+    ]
 
     def restore(i: int, scores: list) -> None:
         token_logprobs[i] = np.array(scores, dtype=np.float32)
