@@ -34,6 +34,10 @@ test-fast: venv
 paper: venv
 	$(RUN) $(BIN)/snakemake --profile profiles/local
 
+# the paper's protocol on current VLMs too (tables.modern, beyond the paper)
+modern: venv
+	$(RUN) $(BIN)/snakemake --profile profiles/local --config 'requested_tables=[modern]'
+
 paper-dry-run: venv
 	$(RUN) $(BIN)/snakemake -n
 

@@ -42,7 +42,7 @@ rule render_notebook:
         "../envs/report.yaml"
     params:
         kernel=config["report"]["kernel"],
-        title=lambda wc: TABLES[wc.table]["paper_table"],
+        title=lambda wc: TABLES[wc.table].get("title", TABLES[wc.table]["paper_table"]),
         package=workflow.basedir,  # the notebooks import vlmrepro, also from a conda env
     shell:
         "(PYTHONPATH={params.package} papermill {input.notebook} {output.notebook} -k {params.kernel} --cwd . "
@@ -54,13 +54,13 @@ rule render_notebook:
 
 rule check_findings:
     input:
-        findings.score_refs(config["report"]["findings"]),
+        findings.score_refs(FINDINGS),
     output:
         "results/report/findings.json",
     log:
         "logs/check_findings.log",
     params:
-        findings=config["report"]["findings"],
+        findings=FINDINGS,
     run:
         jobs.check_findings(input, output, params, log)
 

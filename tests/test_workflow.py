@@ -230,21 +230,23 @@ def test_demo_dry_run_plans_the_whole_dag(tmp_path):
     jobs = planned_jobs(proc.stdout)
     # Table 1: 2 VLMs x 2 datasets x 2; Table 2: the LLaVA's 4 more settings; Table 9: K = 2 and 30; Table 5: 2 VLMs,
     # w/ GT class, 2 fine-tuned; Table 3: 3 fine-tuned; Table 4: captions of the training images and their evaluation
-    # + the mix model on its classification set; padding table: the BLIP-2's fixed order and both fast-batching cells
-    assert jobs["generate"] == 8 + 4 + 2 + 5 + 3 + 2 + 1 + 3
-    # the world, its CLIP and LLaVA trained by rules; BLIP-2 built as a tiny random model
-    assert jobs["build_world"] == 1 and jobs["train_world_model"] == 2 and jobs["build_tiny_model"] == 1
+    # + the mix model on its classification set; padding table: the BLIP-2's fixed order and both fast-batching cells;
+    # the modern table: the tiny Qwen2.5-VL's open and closed world
+    assert jobs["generate"] == 8 + 4 + 2 + 5 + 3 + 2 + 1 + 3 + 2
+    # the world, its CLIP and LLaVA trained by rules; BLIP-2 and a Qwen2.5-VL (family chat) built as tiny random models
+    assert jobs["build_world"] == 1 and jobs["train_world_model"] == 2 and jobs["build_tiny_model"] == 2
     assert jobs["clip_zero_shot"] == 2 + 2 and jobs["check_findings"] == 1 and jobs["check_invariance"] == 1
     # proj, LoRA, Q-Former, captions; the instruction mix
     assert jobs["finetune"] == 4 + 1 and jobs["build_instruction_mix"] == 1 and jobs["world_dataset"] == 2
     # features: shapes12's in 2 jobs of one feature file each (settings.features.shards_by_dataset), shapes36's of
     # the trained LLaVA, and CLIP's of both; probabilistic inference of the LLaVA (shapes36) and BLIP-2 (shapes12)
-    # (the LLaVA's in two jobs, gathered: settings.prob_inference.shards_by_dataset)
-    assert jobs["loglik"] == 2 + 1 and jobs["gather_loglik"] == 2
-    assert jobs["gather_features"] == 2 + 2 and jobs["extract_features"] == 3 + 2
-    # the LLaVA's 4 probes on shapes12 (Tables 3, 10) and 2 on shapes36 (Table 3, finding 3); CLIP's linear probes
-    assert jobs["probe"] == 4 + 2 + 2
-    assert jobs["correlate_frequency"] == 6 and jobs["build_table"] == 13 and jobs["rescore_synonyms"] == 2
+    # (the LLaVA's in two jobs, gathered: settings.prob_inference.shards_by_dataset), and the Qwen2.5-VL's (shapes12)
+    assert jobs["loglik"] == 2 + 1 + 1 and jobs["gather_loglik"] == 3
+    assert jobs["gather_features"] == 2 + 2 + 1 and jobs["extract_features"] == 3 + 2 + 2
+    # the LLaVA's 4 probes on shapes12 (Tables 3, 10) and 2 on shapes36 (Table 3, finding 3); CLIP's linear probes;
+    # the Qwen2.5-VL's last-token probe
+    assert jobs["probe"] == 4 + 2 + 2 + 1
+    assert jobs["correlate_frequency"] == 6 and jobs["build_table"] == 14 and jobs["rescore_synonyms"] == 2
     assert "download_model" not in jobs and "download_upstream_file" not in jobs  # nothing of config.yaml leaks in
 
 
@@ -463,3 +465,25 @@ def test_demo_generates_the_right_padded_model_under_both_batching_modes(demo_ru
     assert (fast["batching"], fast["padding_side"], fast["checkpoint_padding_side"]) == ("fast", "left", "right")
     rows = [json.loads(line) for line in (outputs / "closed_world.jsonl").read_text().splitlines()]
     assert {r["padding_side"] for r in rows} == {"right"}  # recorded in every row
+
+
+def test_the_modern_table_runs_only_on_request(tmp_path):
+    """`make paper` reproduces the paper alone; requested_tables: [modern] adds the current VLMs' cells and the
+    findings checked on them."""
+    modern = ("qwen2.5-vl-7b", "qwen3-vl-8b", "internvl3-8b", "llava-onevision-7b", "gemma-3-12b", "smolvlm2-2.2b")
+    paper = snakemake("-n", workdir=tmp_path)
+    assert not any(f"model={m}" in paper.stdout for m in modern + ("siglip2-so400m-14",))
+    proc = snakemake("-n", "--config", "requested_tables=[modern]", workdir=tmp_path)
+    for model in modern:
+        settings = set(re.findall(rf"wildcards: model={re.escape(model)}, dataset=\w+, setting=(\w+)", proc.stdout))
+        # open and closed world (ImageNet's 1,000 names fit these contexts: nothing excluded), K, ImageWikiQA, and
+        # probabilistic inference
+        assert {"open_world", "closed_world", "k2", "k100", "imagewikiqa", "prob_inference"} <= settings, model
+        assert f"model={model}, dataset=imagenet, setting=closed_world" in proc.stdout
+    assert planned_jobs(proc.stdout)["build_table"] == planned_jobs(paper.stdout)["build_table"] + 1
+    assert "model=siglip2-so400m-14, dataset=imagenet, setting=clip_zero_shot" in proc.stdout
+
+
+def test_a_requested_table_that_does_not_exist_stops_with_its_name(tmp_path):
+    proc = snakemake("-n", "--config", "requested_tables=[modren]", workdir=tmp_path, check=False)
+    assert proc.returncode != 0 and "requested_tables: unknown table 'modren'" in proc.output

@@ -249,6 +249,13 @@ def _check_tables(config: dict, models: dict[str, dict], errors: list[str]) -> N
                 if runs is not None:
                     kind, runs_setting = runs
                     _check_models_run(where, runs_setting, kind, config, group, models, errors)
+    tables = config.get("tables", {})
+    for name in config.get("requested_tables", []):
+        if name not in tables:
+            errors.append(f"requested_tables: unknown table {name!r} (expected one of {sorted(tables)})")
+    for k, finding in enumerate(config.get("report", {}).get("findings", [])):
+        if "table" in finding and not tables.get(finding["table"], {}).get("on_request"):
+            errors.append(f"report.findings[{k}].table: {finding['table']!r} is not a table marked on_request")
 
 
 def check_config(config: dict) -> None:
