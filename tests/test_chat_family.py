@@ -224,3 +224,16 @@ def test_remote_code_runs_only_on_an_explicit_opt_in(one_chat_dir, tmp_path):
     (custom / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="model tiny-x: .* runs code from its hub repository.*trust_remote_code: true"):
         VisionLanguageModel.for_job(custom, run_of("x"))
+
+
+def test_a_siglip_shaped_open_clip_model_classifies_zero_shot(tmp_path, images):
+    from vlmrepro.evaluate import run_clip_zero_shot
+    from vlmrepro.models import ClipModel
+
+    build_tiny("open_clip", tmp_path / "siglip", {"seed": 0, "siglip": True})
+    config = json.loads((tmp_path / "siglip" / "open_clip_config.json").read_text())
+    assert config["model_cfg"]["init_logit_bias"] == -10.0 and config["model_cfg"]["text_cfg"]["no_causal_mask"]
+    clip = ClipModel(tmp_path / "siglip", "float32", "cpu")
+    assert type(clip.model).__name__ == "CustomTextCLIP"
+    records = run_clip_zero_shot(clip, queries_of(images), CLASSES, "a photo of a {label}.", 2, "local", log=lambda _: None)
+    assert [r["status"] for r in records] == ["ok"] * 3 and all(r["pred"] in CLASSES for r in records)

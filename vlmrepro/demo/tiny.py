@@ -255,9 +255,10 @@ def build_tiny_vlm(family: str, out_dir, spec: dict | None = None) -> None:
 
 
 def build_tiny_clip(out_dir, spec: dict | None = None) -> None:
-    """An open_clip ViT saved as ``open_clip_config.json`` + ``open_clip_model.safetensors`` (hub layout)."""
+    """An open_clip ViT saved as ``open_clip_config.json`` + ``open_clip_model.safetensors`` (hub layout); with
+    ``spec["siglip"]``, SigLIP-shaped."""
     import open_clip
-    from open_clip.model import CLIP
+    from open_clip.model import CLIP, CustomTextCLIP
     from safetensors.torch import save_file
 
     spec = {**DEFAULT_SPEC, **(spec or {})}
@@ -279,7 +280,14 @@ def build_tiny_clip(out_dir, spec: dict | None = None) -> None:
             "layers": spec["layers"],
         },
     }
-    model = CLIP(**model_cfg)
+    if spec.get("siglip"):
+        # SigLIP's shape (SigLIP2, the modern table): sigmoid-loss logit bias, a text tower without causal mask read
+        # at its last token, open_clip's custom-text class
+        model_cfg |= {"init_logit_bias": -10.0, "custom_text": True}
+        model_cfg["text_cfg"] |= {"no_causal_mask": True, "proj_bias": True, "pool_type": "last", "norm_kwargs": {"eps": 1e-6}}
+        model = CustomTextCLIP(**{k: v for k, v in model_cfg.items() if k != "custom_text"})
+    else:
+        model = CLIP(**model_cfg)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()}, str(Path(out_dir) / "open_clip_model.safetensors")
