@@ -26,12 +26,8 @@ TOKENS = {
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: on a busy 2-core machine extra threads only spin (~0.8 s a forward instead of ~5 ms)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test here on one torch thread (conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module", params=ARCHS)
