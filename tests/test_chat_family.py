@@ -231,5 +231,37 @@ def test_a_siglip_shaped_open_clip_model_classifies_zero_shot(tmp_path, images):
     assert config["model_cfg"]["init_logit_bias"] == -10.0 and config["model_cfg"]["text_cfg"]["no_causal_mask"]
     clip = ClipModel(tmp_path / "siglip", "float32", "cpu")
     assert type(clip.model).__name__ == "CustomTextCLIP"
-    records = run_clip_zero_shot(clip, queries_of(images), CLASSES, "a photo of a {label}.", 2, "local", log=lambda _: None)
+    records = run_clip_zero_shot(
+        clip, queries_of(images), CLASSES, "a photo of a {label}.", 2, "local", log=lambda _: None
+    )
     assert [r["status"] for r in records] == ["ok"] * 3 and all(r["pred"] in CLASSES for r in records)
+
+
+def test_multimodal_rotary_positions_are_left_to_the_model(tmp_path):
+    """Qwen places text after an image at positions derived from the image's grid: with an image of many patches,
+    packed classes at explicit positions would score differently; each class over the cache scores as a fresh pass."""
+    build_tiny("chat", tmp_path / "qwen", {"arch": "qwen2_5_vl", "seed": 0, "max_context": 4096, "image_size": 112})
+    vlm, _ = VisionLanguageModel.for_job(tmp_path / "qwen", run_of("qwen2_5_vl"))
+    assert vlm.multimodal_positions
+    path = tmp_path / "large.png"
+    Image.new("RGB", (112, 96), (10, 200, 30)).save(path)
+    query = {"item": 0, "row": 0, "image": "./large.png", "path": str(path), "label": "cat", "choices": None}
+    template = vlm.prompt_template("{question}{assistant}The photo features a")
+    _, arrays = run_loglik(
+        vlm, [query], CLASSES, template, "continuation", "What is it?", 250, "local", log=lambda _: None
+    )
+    context = render(template, "What is it?")
+    ids = chat_class_token_ids(vlm.tokenizer, context, CLASSES)
+    inputs = vlm.encode([Image.open(path).convert("RGB")], [context])
+    for k in range(len(CLASSES)):
+        full = dict(inputs)
+        full["input_ids"] = torch.cat([inputs["input_ids"], torch.tensor([ids[k]])], dim=1)
+        full["attention_mask"] = torch.ones_like(full["input_ids"])
+        for key in ("token_type_ids", "mm_token_type_ids"):  # image-token marks, none for the class's tokens
+            if key in full:
+                full[key] = torch.cat([inputs[key], torch.zeros(1, len(ids[k]), dtype=inputs[key].dtype)], dim=1)
+        with torch.inference_mode():
+            logp = torch.log_softmax(vlm.model(**full).logits[0].float(), dim=-1)
+        n, start = len(ids[k]), arrays["class_offsets"][k]
+        expected = logp[-n - 1 : -1].gather(-1, torch.tensor(ids[k])[:, None])[:, 0].numpy()
+        np.testing.assert_allclose(arrays["token_logprobs"][0, start : start + n], expected, atol=2e-4)

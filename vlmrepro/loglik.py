@@ -96,7 +96,7 @@ def continuation_logprobs(vlm, image, context: str, class_ids: list[list[int]], 
     if image is not None:
         inputs = vlm.encode([image], [context])
     else:
-        inputs = vlm.tokenizer([context], return_tensors="pt").to(vlm.device)
+        inputs = vlm.tokenizer([context], return_tensors="pt", **vlm.tokenizer_options).to(vlm.device)
     out = model(**inputs, use_cache=True, logits_to_keep=1)
     first = torch.log_softmax(out.logits[0, -1].float(), dim=-1).cpu()
     cache, prefix_len = out.past_key_values, inputs["attention_mask"].shape[1]
@@ -128,10 +128,11 @@ def continuation_logprobs(vlm, image, context: str, class_ids: list[list[int]], 
 
 @torch.inference_mode()
 def chat_continuation_logprobs(vlm, image, context: str, class_ids: list[list[int]]) -> list[np.ndarray]:
-    """Token log-probs of every class continuing a chat model's ``context``: the context is run once, then each class
-    is one forward pass of its tokens over the context's cache, which is cropped back after it. The model places its
-    own positions (multimodal rotary positions, Gemma 3's image attention), so classes are fed one by one rather than
-    packed with explicit positions as :func:`continuation_logprobs` does."""
+    """Token log-probs of every class continuing the ``context`` of a chat model with multimodal rotary positions
+    (Qwen2.5-VL, Qwen3-VL): the context is run once, then each class is one forward pass of its tokens over the
+    context's cache, which is cropped back after it. Such a model places text after an image at positions it derives
+    from the image's grid, so classes are fed one by one for it to do so, rather than packed with explicit positions
+    as :func:`continuation_logprobs` does for every other model."""
     model = vlm.model
     if image is not None:
         inputs = vlm.encode([image], [context])
@@ -229,7 +230,9 @@ def run_loglik(
     def scores_for(image):
         if method == "continuation" and chat:
             text = context if image is not None else render(vlm.prompt_template(template, image=False), question)
-            return chat_continuation_logprobs(vlm, image, text, class_ids)
+            if vlm.multimodal_positions:  # packing's explicit positions would ignore the image's compressed ones
+                return chat_continuation_logprobs(vlm, image, text, class_ids)
+            return continuation_logprobs(vlm, image, text, class_ids, chunk)
         if method == "continuation":
             return continuation_logprobs(
                 vlm, image, context if image is not None else _text_only(context), class_ids, chunk

@@ -113,6 +113,10 @@ class VisionLanguageModel:
         # fine-tuned LLaVA models see every image padded to a square, as they were trained (model_vqa pads too)
         self.pad_fill = processor_mean_colour(self.processor.image_processor) if image_aspect_ratio == "pad" else None
         self.max_context = int(config.text_config.max_position_embeddings)
+        # rotary positions of three axes (Qwen2.5-VL, Qwen3-VL): text after an image sits at positions derived from its
+        # grid, not at its index
+        rope = getattr(config.text_config, "rope_parameters", None) or {}
+        self.multimodal_positions = bool(rope.get("mrope_section"))
         # a BLIP-2 fine-tuned at LAVIS's 364 px keeps that size in its processor: its vision tower's position grid is
         # interpolated to it, as LAVIS does
         processor_size = (getattr(self.processor.image_processor, "size", None) or {}).get("height")
