@@ -139,9 +139,7 @@ def test_cluster_check_lists_the_jobs_no_partition_can_run(tmp_path):
     assert "partition cpu: 8 CPUs > 2; 64000 MB > 24000 MB; 1 GPU > 0" in block
     assert "set by: resources.generate.cpus, resources.generate.mem_mb, models." in block
     assert re.search(r"rule finetune x \d+ .*\n.*\n      partition gpu: .*min > 2880 min", out)
-    # the shipped partitions fit the whole paper
-    shipped = check("--directory", str(tmp_path))
-    assert shipped.returncode == 0 and re.match(r"cluster check: all \d+ compute jobs fit a partition", shipped.stdout)
+    # (that the shipped partitions fit the whole paper, test_workflow's estimate test shows: make estimate checks too)
 
 
 def test_a_cpu_only_demo_asks_for_no_gpu(tmp_path):
