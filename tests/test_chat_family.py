@@ -3,7 +3,6 @@ through every evaluation of the paper on tiny random-weight models of each curre
 (vlmrepro/demo/chat), by the same functions the workflow's scripts call."""
 
 import json
-import random
 
 import numpy as np
 import pytest

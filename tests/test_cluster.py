@@ -16,7 +16,7 @@ import yaml
 
 from conftest import BIN, DEMO, DEMO_FILE, REPO
 from vlmrepro import cluster
-from vlmrepro.estimate import job_cost, planned_jobs, run_config
+from vlmrepro.estimate import job_cost, run_config
 
 SMALL_PARTITIONS = {  # the single node: 2 CPUs, 24 GB, partitions cpu and gpu, no GPUs
     "partitions": {

@@ -21,7 +21,6 @@ from .datasets import first_indices
 from .evaluate import chunks, load_rgb
 from .io import atomic_path, write_json
 from .progress import Progress
-from .prompts import render
 
 
 def _select(hidden: torch.Tensor, mask: torch.Tensor, positions: list) -> torch.Tensor:

@@ -4,7 +4,6 @@ directory and copied into every output made with the model."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from .credentials import read_credential, scrub
 from .io import atomic_dir, atomic_path

@@ -94,14 +94,16 @@ def opt_tokenizer(vocab_size: int = 400):
     )
 
 
-def _vision(cls, spec):
+def _vision(cls, spec, layers: str = "layers", **extra):
+    """A tiny ViT config of ``cls`` (``layers``: the spec key of its depth; ``extra``: the architecture's own keys)."""
     return cls(
         hidden_size=spec["vision_width"],
         intermediate_size=2 * spec["vision_width"],
-        num_hidden_layers=spec["layers"],
+        num_hidden_layers=spec[layers],
         num_attention_heads=2,
         image_size=spec["image_size"],
         patch_size=spec["patch_size"],
+        **extra,
     )
 
 
@@ -284,7 +286,12 @@ def build_tiny_clip(out_dir, spec: dict | None = None) -> None:
         # SigLIP's shape (SigLIP2, the modern table): sigmoid-loss logit bias, a text tower without causal mask read
         # at its last token, open_clip's custom-text class
         model_cfg |= {"init_logit_bias": -10.0, "custom_text": True}
-        model_cfg["text_cfg"] |= {"no_causal_mask": True, "proj_bias": True, "pool_type": "last", "norm_kwargs": {"eps": 1e-6}}
+        model_cfg["text_cfg"] |= {
+            "no_causal_mask": True,
+            "proj_bias": True,
+            "pool_type": "last",
+            "norm_kwargs": {"eps": 1e-6},
+        }
         model = CustomTextCLIP(**{k: v for k, v in model_cfg.items() if k != "custom_text"})
     else:
         model = CLIP(**model_cfg)

@@ -24,7 +24,6 @@ writes the images and JSON files under one directory, ``build_world_outputs`` on
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import shutil

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from ..tiny import _bpe_vocab
+from ..tiny import _bpe_vocab, _vision
 
 # The published google/gemma-3-*-it chat template (system text folded into the first user turn, assistant -> model).
 GEMMA3_CHAT_TEMPLATE = """{{ bos_token }}
@@ -212,16 +212,9 @@ def build_gemma3(out_dir, spec: dict) -> None:
     spec = {**GEMMA3_DEFAULTS, **(spec or {})}
     torch.manual_seed(spec["seed"])
     tok = _gemma3_tokenizer(spec)
-    size, patch, width = spec["image_size"], spec["patch_size"], spec["vision_width"]
-    vision = tf.SiglipVisionConfig(
-        hidden_size=width,
-        intermediate_size=2 * width,
-        num_hidden_layers=spec["vision_layers"],
-        num_attention_heads=2,
-        image_size=size,
-        patch_size=patch,
-        vision_use_head=False,  # Gemma 3 takes the last hidden states, not SigLIP's pooled head
-    )
+    size = spec["image_size"]
+    # Gemma 3 takes the last hidden states, not SigLIP's pooled head
+    vision = _vision(tf.SiglipVisionConfig, spec, layers="vision_layers", vision_use_head=False)
     heads = 4
     head_dim = spec["hidden"] // heads
     text = tf.Gemma3TextConfig(
@@ -281,18 +274,11 @@ def build_smolvlm(out_dir, spec: dict) -> None:
     spec = {**SMOLVLM_DEFAULTS, **(spec or {})}
     torch.manual_seed(spec["seed"])
     tok = _smolvlm_tokenizer(spec)
-    size, patch, width, scale = spec["image_size"], spec["patch_size"], spec["vision_width"], spec["scale_factor"]
+    size, patch, scale = spec["image_size"], spec["patch_size"], spec["scale_factor"]
     side = size // patch
     if side % scale:
         raise ValueError(f"tiny smolvlm: image_size/patch_size ({side}) must be a multiple of scale_factor ({scale})")
-    vision = tf.SmolVLMVisionConfig(
-        hidden_size=width,
-        intermediate_size=2 * width,
-        num_hidden_layers=spec["vision_layers"],
-        num_attention_heads=2,
-        image_size=size,
-        patch_size=patch,
-    )
+    vision = _vision(tf.SmolVLMVisionConfig, spec, layers="vision_layers")
     text = tf.LlamaConfig(
         vocab_size=len(tok),
         hidden_size=spec["hidden"],

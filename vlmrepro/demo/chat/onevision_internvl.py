@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..tiny import _bpe_vocab
+from ..tiny import _bpe_vocab, _vision
 
 DEFAULTS = {
     "seed": 0,
@@ -152,15 +152,7 @@ def build_llava_onevision(out_dir, spec: dict) -> None:
         vision_aspect_ratio="anyres_max_1",
         chat_template=LLAVA_ONEVISION_CHAT_TEMPLATE,
     )
-    vision = tf.SiglipVisionConfig(
-        hidden_size=spec["vision_width"],
-        intermediate_size=2 * spec["vision_width"],
-        num_hidden_layers=spec["layers"],
-        num_attention_heads=2,
-        image_size=size,
-        patch_size=patch,
-        vision_use_head=False,
-    )
+    vision = _vision(tf.SiglipVisionConfig, spec, vision_use_head=False)
     config = tf.LlavaOnevisionConfig(
         vision_config=vision,
         text_config=_qwen2_text(tok, spec),
@@ -206,16 +198,8 @@ def build_internvl(out_dir, spec: dict) -> None:
         image_seq_length=image_seq_length,
         chat_template=INTERNVL_CHAT_TEMPLATE,
     )
-    vision = tf.InternVLVisionConfig(
-        hidden_size=spec["vision_width"],
-        intermediate_size=2 * spec["vision_width"],
-        num_hidden_layers=spec["layers"],
-        num_attention_heads=2,
-        image_size=size,
-        patch_size=patch,
-        attention_bias=True,  # InternViT-300M's qkv carries a bias
-        norm_type="layer_norm",
-    )
+    # InternViT-300M's qkv carries a bias
+    vision = _vision(tf.InternVLVisionConfig, spec, attention_bias=True, norm_type="layer_norm")
     config = tf.InternVLConfig(
         vision_config=vision,
         text_config=_qwen2_text(tok, spec),

@@ -139,7 +139,9 @@ def qwen_tokenizer(vocab_size: int, chat_template: str, padding_side: str = "lef
 
     trained, merges = _bpe_vocab(byte_level=True, vocab_size=vocab_size)
     # the trainer's own specials (<pad>, </s>, <unk>) are not Qwen's: drop them and renumber in trained order
-    pieces = [piece for piece, _ in sorted(trained.items(), key=lambda item: item[1]) if piece not in BPE_TRAINER_SPECIALS]
+    pieces = [
+        piece for piece, _ in sorted(trained.items(), key=lambda item: item[1]) if piece not in BPE_TRAINER_SPECIALS
+    ]
     vocab = {piece: index for index, piece in enumerate(pieces + QWEN_SPECIAL_TOKENS)}
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
