@@ -53,6 +53,8 @@ API_MODELS = registry.models_of_family(MODELS, registry.API_FAMILIES)
 VLM_MODELS = registry.vlm_models(MODELS)
 CLIP_MODELS = registry.models_of_family(MODELS, registry.CLIP_FAMILIES)
 HUB_MODELS = [k for k, m in MODELS.items() if "hub" in m and k not in FINETUNED_MODELS]
+# checkpoints already on disk (models.<m>.local), linked into models/
+LOCAL_MODELS = [k for k, m in MODELS.items() if "local" in m and k not in FINETUNED_MODELS]
 # demo models trained in a synthetic world (worlds.<name>) by their own jobs; a CLIP, and a LLaVA on its tower
 TRAINED_MODELS = [k for k, m in MODELS.items() if "train" in m and k not in FINETUNED_MODELS]
 WORLDS = config["worlds"]
@@ -173,7 +175,14 @@ def model_revision_param(model):
         return {"finetuned": finetune_params(entry["finetuned"]["recipe"], entry["finetuned"]["dataset"])}
     if "train" in entry:
         return {"train": entry["train"], "world": WORLDS[entry["train"]["world"]], "trainer": versions.WORLD_TRAINING}
+    if "local" in entry:
+        return {"local": entry["local"]}
     return entry["hub"] if "hub" in entry else {"tiny": entry["tiny"]}
+
+
+def local_model_files(wildcards):
+    """Every file of a local checkpoint: Snakemake relinks the model (and reruns what it made) when one changes."""
+    return registry.local_checkpoint_files(MODELS[wildcards.model]["local"]["path"])
 
 
 def epoch_results_input(wildcards):
@@ -202,6 +211,7 @@ def finetune_params(recipe, dataset):
     return {
         **{k: ft[k] for k in keys},
         "base": model_revision_param(ft["base"]),
+        **image_options(MODELS[ft["base"]]),
         "lora": ft["lora"] if ft["trainable"] == "projector+lora" else None,
         "lora_merge_base": model_revision_param(ft["lora_merge_base"]) if ft["lora_merge_base"] else None,
         "epoch_eval": epoch_eval_params(recipe, dataset),
@@ -295,6 +305,7 @@ def generation_run(model, setting, dataset):
         "kv_cache": m["kv_cache"],
         "dtype": m["dtype"],
         "image_aspect_ratio": m["image_aspect_ratio"],
+        **image_options(m),
         **generation_batching(m, s, dataset),
         "loader_workers": m["loader_workers"],
         "max_new_tokens": s["max_new_tokens"],
@@ -303,6 +314,13 @@ def generation_run(model, setting, dataset):
         "protocol": versions.GENERATION,
         **model_options(m),
     }
+
+
+def image_options(m):
+    """How a model's jobs preprocess images: the image processor's implementation (models.<m>.image_backend) and,
+    for LLaVA-NeXT, how its tiles are padded (models.<m>.anyres_padding)."""
+    options = {"image_backend": registry.image_backend(m["family"], m.get("image_backend"))}
+    return options | ({"anyres_padding": m["anyres_padding"]} if m["family"] == "llava_next" else {})
 
 
 def model_options(m):
@@ -320,7 +338,8 @@ def generation_batching(m, s, dataset):
     padding, the configured (auto) batch size, batches formed in sorted blocks. A setting may force either mode."""
     mode = s["batching"] or m["batching"]
     if mode == "upstream":
-        size = s["upstream_batch_size_by_dataset"].get(dataset, m["upstream_batch_size"])
+        # a setting's smaller batches (StanfordCars at 4) never raise a model's (LLaVA-NeXT ran one item at a time)
+        size = min(s["upstream_batch_size_by_dataset"].get(dataset, m["upstream_batch_size"]), m["upstream_batch_size"])
         return {
             "batching": mode,
             "padding_side": "checkpoint",
@@ -367,6 +386,7 @@ def loglik_params(wildcards):
         "question": s["question"],
         "text_prior": s["cfg_mode"] == "paper",
         "dtype": m["dtype"],
+        **image_options(m),
         # packed class scoring needs an attention mask per token: FlashAttention 2 takes none
         "attention": "sdpa",
         # every prompt must end at the last position (scores read there)
@@ -395,6 +415,7 @@ def feature_params(wildcards):
         "question": s["question"],
         "positions": s["positions"] if s["kind"] == "features" else ["embedding"],
         "dtype": m["dtype"],
+        **image_options(m),
         "batch_size": s["batch_size"] or m["batch_size"],
         "shard_size": s["shard_size"],
         # a dataset's prompts are identical, so nothing is padded; left keeps position -1 the last token regardless

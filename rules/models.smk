@@ -4,6 +4,7 @@
 
 localrules:
     download_model,
+    link_local_model,
 
 
 rule download_model:
@@ -19,6 +20,23 @@ rule download_model:
         hub=lambda wc: MODELS[wc.model]["hub"],
     script:
         "../scripts/download_model.py"
+
+
+rule link_local_model:
+    input:
+        local_model_files,
+    output:
+        directory("models/{model}"),
+    log:
+        "logs/link_local_model/{model}.log",
+    wildcard_constraints:
+        model=one_of(LOCAL_MODELS),
+    conda:
+        "../envs/models.yaml"
+    params:
+        source=lambda wc: MODELS[wc.model]["local"]["path"],
+    script:
+        "../scripts/link_local_model.py"
 
 
 rule build_tiny_model:

@@ -45,15 +45,18 @@ def demo_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
-    """One tiny model per family, built once (a fraction of a second each)."""
+    """One tiny model per family on the paper's real tokenizers (fetched at install time), built once."""
     from vlmrepro.demo.tiny import build_tiny
+    from vlmrepro.tokenizer_files import ensure_tokenizers
 
+    ensure_tokenizers()
     root = tmp_path_factory.mktemp("tiny")
+    real = {"tokenizer": "real"}
     specs = {
-        "llava": {},
-        "llava_next": {"text_model": "mistral"},
-        "blip2": {},
-        "instructblip": {},
+        "llava": real,
+        "llava_next": {"text_model": "mistral", **real},
+        "blip2": real,
+        "instructblip": real,
         "open_clip": {},
     }
     for family, spec in specs.items():

@@ -464,3 +464,22 @@ def test_evaluation_after_every_epoch_keeps_the_best_epochs_weights(tiny_models,
     last = load_file(next((tmp_path / "ckpt").glob("checkpoint-6")) / "model.safetensors")
     name = "qformer.layernorm.weight"
     assert torch.equal(tuned[name], best[name]) and not torch.equal(tuned[name], last[name])
+
+
+def test_every_answer_ends_with_the_token_generation_stops_at(tiny_models, examples):
+    """BLIP-2's OPT stops generating at a newline (its text config's EOS, 50118 in facebook/opt), and LAVIS trains on
+    caption + "\\n": an answer ending in </s> would teach a stop the generation never makes."""
+    from transformers import AutoConfig, AutoProcessor
+
+    from vlmrepro.finetune import Conversations, make_collator, stop_token
+
+    processor = AutoProcessor.from_pretrained(tiny_models / "blip2")
+    config = AutoConfig.from_pretrained(tiny_models / "blip2")
+    newline = processor.tokenizer.convert_tokens_to_ids("Ċ")
+    assert stop_token(config) == processor.tokenizer.eos_token_id  # the tiny model stops at </s>, as LLaVA does
+    config.text_config.eos_token_id = newline  # Salesforce/blip2-opt-2.7b's
+    caption = [{**examples[0], "segments": [["a photo of", " blue square"]]}]
+    batch = make_collator(processor, stop_token_id=stop_token(config))([Conversations(caption)[0]])
+    answer = [t for t in batch["labels"][0].tolist() if t != -100]
+    assert answer[-1] == newline and processor.tokenizer.eos_token_id not in answer
+    assert processor.tokenizer.decode(answer) == " blue square\n"

@@ -142,7 +142,7 @@ def right_padded(tmp_path_factory):
     from vlmrepro.demo.tiny import build_tiny
 
     model_dir = tmp_path_factory.mktemp("right-padded") / "blip2"
-    build_tiny("blip2", model_dir, {"padding_side": "right"})
+    build_tiny("blip2", model_dir, {"padding_side": "right", "tokenizer": "real"})
     folder = tmp_path_factory.mktemp("images16")
     rows = []
     for i in range(16):
@@ -152,17 +152,47 @@ def right_padded(tmp_path_factory):
     return model_dir, plan_queries(rows, CLASSES, "What type of object is in this photo?", 1234, candidates=3)
 
 
-def test_upstream_batching_gives_the_upstream_loops_answers_on_a_right_padded_checkpoint(right_padded):
+def _greedy_with_mask_positions(vlm, queries, template, batch_size, steps):
+    """Greedy decoding written out plainly with transformers 4.40's positions: every step runs the whole sequence
+    again, each token placed at its position among its row's unmasked tokens (OPT's pads at -1). Returns the new
+    token ids per item."""
+    import torch
+
+    from vlmrepro.models import mask_positions
+
+    tokens = []
+    for start in range(0, len(queries), batch_size):
+        batch = queries[start : start + batch_size]
+        images = [Image.open(q["path"]).convert("RGB") for q in batch]
+        inputs = vlm.preprocess(images, [template.replace("{question}", q["question"]) for q in batch])
+        ids, mask, new = inputs["input_ids"], inputs["attention_mask"], []
+        with torch.no_grad():
+            for _ in range(steps):
+                logits = vlm.model(pixel_values=inputs["pixel_values"], input_ids=ids, attention_mask=mask,
+                                   position_ids=mask_positions(mask, -1)).logits  # fmt: skip
+                token = logits[:, -1].argmax(-1, keepdim=True)
+                new.append(token)
+                ids, mask = torch.cat([ids, token], 1), torch.cat([mask, torch.ones_like(token)], 1)
+        tokens += torch.cat(new, 1).tolist()
+    return tokens
+
+
+def test_right_padded_rows_generate_at_their_real_positions_as_transformers_4_40_did(right_padded):
+    """transformers 5 continues a right-padded row from its last column's position (a pad's), 4.40 from the running
+    mask: under batching upstream our rows must get 4.40's tokens (benchmarks/ORACLE.md checks it against 4.40)."""
     model_dir, queries = right_padded
     template, marker = TEMPLATES["blip2"]
-    alone, in_eights = (_upstream_loop(model_dir, queries, template, marker, size, 6) for size in (1, 8))
-    assert alone != in_eights  # right padding: an answer depends on its batch-mates
     vlm = VisionLanguageModel(model_dir, "blip2", device="cpu", padding_side="checkpoint")
     assert vlm.padding_side == "right" and vlm.generation_settings()["padding_side"] == "right"
-    for size, expected in ((1, alone), (8, in_eights)):
-        records = run_generation(vlm, queries, template, marker, 6, batch_size=size, revision="r", log=lambda _: None)
-        assert [r["pred"] for r in records] == expected
-        assert {r["padding_side"] for r in records} == {"right"}  # recorded in every row
+    expected = _greedy_with_mask_positions(vlm, queries, template, 8, 6)
+    records = run_generation(vlm, queries, template, marker, 6, batch_size=8, revision="r", log=lambda _: None)
+    assert [r["generation"] for r in records] == [vlm.tokenizer.decode(t, skip_special_tokens=True) for t in expected]
+    first = queries[:8]
+    inputs = vlm.encode([Image.open(q["path"]).convert("RGB") for q in first],
+                        [template.replace("{question}", q["question"]) for q in first])  # fmt: skip
+    plain = vlm.model.generate(**inputs, max_new_tokens=6, do_sample=False)[:, -6:].tolist()  # transformers 5's positions
+    assert plain != expected[:8]  # without the fix some right-padded row continues elsewhere
+    assert {r["padding_side"] for r in records} == {"right"}  # recorded in every row
 
 
 def test_fast_batching_answers_do_not_depend_on_batch_mates(right_padded):
@@ -193,7 +223,7 @@ def test_min_new_tokens_forbids_an_immediate_end_of_sequence(tiny_models, rows):
         model.generation_config.eos_token_id = first  # the greedy first token now ends the sequence at once
     quiet = {"revision": "r", "log": lambda _: None, "answer_from": "generation"}
     ended = vlm.tokenizer.decode([first]).strip()
-    assert run_generation(vlm, queries, template, marker, 4, 1, **quiet)[0]["generation"] == ended  # stopped at once
+    assert run_generation(vlm, queries, template, marker, 4, 1, **quiet)[0]["generation"].strip() == ended  # stopped at once
     forced = run_generation(vlm, queries, template, marker, 4, 1, min_new_tokens=1, **quiet)[0]["generation"]
     assert forced and not forced.startswith(ended)  # the first token had to be another one
 
@@ -227,3 +257,50 @@ def test_static_kv_cache_gives_the_dynamic_caches_tokens(family, tiny_models, ro
     assert outputs["static"] == outputs["dynamic"]
     assert pick_kv_cache("auto", family, "cuda") == "static" and pick_kv_cache("auto", family, "cpu") == "dynamic"
     assert pick_kv_cache("auto", "blip2", "cuda") == "dynamic"
+
+
+def test_an_instruction_beyond_the_qformer_positions_is_not_evaluable_and_named(tiny_models, rows):
+    """InstructBLIP's Q-Former reads the prompt through 512 positions: a longer instruction (StanfordCars' closed
+    world) is recorded as context_overflow with the reason, where upstream's run crashed, and the others run."""
+    long_names = [f"car model {i} sedan coupe" for i in range(150)]  # > 512 WordPiece tokens in one list
+    vlm = VisionLanguageModel(tiny_models / "instructblip", "instructblip", device="cpu")
+    assert vlm.qformer_positions == 512 and vlm.max_context == 512
+    closed = plan_queries([dict(r, label=long_names[r["row"]]) for r in rows], long_names, "What?", 1234,
+                          candidates="all")  # fmt: skip
+    short = plan_queries(rows, CLASSES, "What?", 1234, candidates=2)
+    template, marker = TEMPLATES["instructblip"]
+    assert vlm.prompt_token_lower_bounds([template.replace("{question}", closed[0]["question"])])[0] > 512
+    vlm.max_context = 100_000  # the language model's context holds it: only the Q-Former's limit is left
+    records = run_generation(vlm, closed[:2] + short[2:], template, marker, 3, batch_size=4, revision="r",
+                             log=lambda _: None)  # fmt: skip
+    assert [r["status"] for r in records] == ["context_overflow"] * 2 + ["ok"] * (len(rows) - 2)
+    assert "more than the Q-Former's 512 positions" in records[0]["reason"]
+
+
+@pytest.mark.parametrize("family", ["llava", "blip2"])
+def test_a_checkpoint_revision_from_before_the_image_token_update_loads_and_answers_the_same(family, tiny_models, rows, tmp_path):
+    """The paper ran the llava-hf and Salesforce revisions from before their processors expanded the image token:
+    without those processor keys (and BLIP-2's image_token_index) the model is completed from its own config and
+    answers as the current layout does."""
+    import json
+    import shutil
+
+    old = tmp_path / family
+    shutil.copytree(tiny_models / family, old)
+    processor_config = json.loads((old / "processor_config.json").read_text())
+    for key in ("patch_size", "vision_feature_select_strategy", "num_additional_image_tokens", "num_query_tokens"):
+        processor_config.pop(key, None)
+    (old / "processor_config.json").write_text(json.dumps(processor_config))
+    if family == "blip2":  # Salesforce's config had no image token either (llava-hf's always had one)
+        config = json.loads((old / "config.json").read_text())
+        config.pop("image_token_index")
+        (old / "config.json").write_text(json.dumps(config))
+    template, marker = TEMPLATES[family]
+    queries = plan_queries(rows, CLASSES, "What type of object is in this photo?", 1234, candidates=3)
+    answers = {}
+    for name, folder in (("current", tiny_models / family), ("paper-era", old)):
+        vlm = VisionLanguageModel(folder, family, device="cpu")
+        records = run_generation(vlm, queries, template, marker, 5, batch_size=3, revision="r", log=lambda _: None)
+        answers[name] = [r["output"] for r in records]
+        assert bool(vlm.completed_layout) == (name == "paper-era")
+    assert answers["paper-era"] == answers["current"]

@@ -118,10 +118,13 @@ def run_generation(
     ]
     budget = vlm.max_context - max_new_tokens
     lower_bounds = vlm.prompt_token_lower_bounds(prompts)
+    unreadable = vlm.instruction_overflows(prompts)
 
     def overflows(i: int) -> dict | None:
         if lower_bounds[i] > budget:
             return {"status": "context_overflow", "reason": _overflow_reason(lower_bounds[i], max_new_tokens, vlm)}
+        if unreadable[i]:
+            return {"status": "context_overflow", "reason": unreadable[i]}
         return None
 
     todo, cached = triage(queries, records, keys, cache, unfit=overflows)

@@ -93,12 +93,23 @@ class Conversations(torch.utils.data.Dataset):
         return {"image": image if self.transform is None else self.transform(image), "segments": example["segments"]}
 
 
-def make_collator(processor, answer_prefix: str = "", model_inputs: dict | None = None):
+def stop_token(config) -> int:
+    """The token the model's generation stops at, which every training answer must end with: the language model's
+    EOS. For LLaVA that is </s>; BLIP-2's OPT stops at a newline (50118), and LAVIS trains on caption + "\n" for it
+    (docs/protocol.md#blip-2-fine-tuning-text); a </s> there would never be generated, and every caption would run
+    to the length limit."""
+    eos = config.text_config.eos_token_id
+    return eos[0] if isinstance(eos, list) else eos
+
+
+def make_collator(processor, answer_prefix: str = "", model_inputs: dict | None = None, stop_token_id: int | None = None):
     """Per segment: prompt ids (the first through the processor, which expands image placeholders) + answer ids +
-    EOS; labels mask the prompts. Answers are tokenised on their own and concatenated, so no merge happens across a
-    boundary. Examples without an image add no pixels (the model places image features by placeholder count).
-    ``model_inputs`` go into every batch (``interpolate_pos_encoding`` for images larger than the vision tower's)."""
+    the stop token; labels mask the prompts. Answers are tokenised on their own and concatenated, so no merge happens
+    across a boundary. Examples without an image add no pixels (the model places image features by placeholder
+    count). ``model_inputs`` go into every batch (``interpolate_pos_encoding`` for images larger than the vision
+    tower's). ``stop_token_id``: the token generation stops at (:func:`stop_token`), the tokenizer's EOS if None."""
     tok = processor.tokenizer
+    stop = tok.eos_token_id if stop_token_id is None else stop_token_id
 
     def collate(batch):
         seqs, labels, pixels, sizes = [], [], [], []
@@ -113,7 +124,7 @@ def make_collator(processor, answer_prefix: str = "", model_inputs: dict | None 
                         sizes.append(enc["image_sizes"])
                 else:
                     prompt_ids = tok(prompt, add_special_tokens=k == 0)["input_ids"]
-                answer_ids = tok(answer_prefix + answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                answer_ids = tok(answer_prefix + answer, add_special_tokens=False)["input_ids"] + [stop]
                 ids += prompt_ids + answer_ids
                 mask += [-100] * len(prompt_ids) + answer_ids
             seqs.append(ids)
@@ -547,10 +558,10 @@ def run(job: dict) -> dict:
     """Train, save the merged model into ``job['out_dir']`` and return the loss log."""
     from transformers import AutoProcessor, Trainer, TrainingArguments, set_seed
 
-    from .models import model_class, pick_device, pick_dtype
+    from .models import model_class, pick_device, pick_dtype, processor_options
 
     device = pick_device(job["device"])
-    processor = AutoProcessor.from_pretrained(job["base_dir"])
+    processor = AutoProcessor.from_pretrained(job["base_dir"], **processor_options(job.get("image_backend")))
     processor.tokenizer.padding_side = "right"
     model_inputs = {}
     if job["image_size"]:  # LAVIS trains and evaluates BLIP-2 at 364 px: the saved processor keeps the size
@@ -615,7 +626,7 @@ def run(job: dict) -> dict:
         model=model,
         args=args,
         train_dataset=Conversations(job["examples"], image_transform(job, pad_fill), job["group_by_modality_length"]),
-        data_collator=make_collator(processor, job.get("answer_prefix", ""), model_inputs),
+        data_collator=make_collator(processor, job.get("answer_prefix", ""), model_inputs, stop_token(model.config)),
         optimizers=(optimizer, scheduler),
         callbacks=[_mark_complete_callback(), _progress_callback()]
         + ([_epoch_evaluation_callback(job, processor, model.config)] if job.get("epoch_eval") else []),

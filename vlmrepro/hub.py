@@ -3,7 +3,9 @@ directory and copied into every output made with the model."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+from pathlib import Path
 
 from .credentials import read_credential, scrub
 from .io import atomic_dir, atomic_path
@@ -30,6 +32,27 @@ def download_snapshot(repo_id: str, revision: str, out_dir, token_env: str = "HF
         shutil.rmtree(tmp / ".cache", ignore_errors=True)
         (tmp / "REVISION").write_text(info.sha + "\n")
     return info.sha
+
+
+def link_local_checkpoint(source, out_dir) -> str:
+    """Link every entry of the checkpoint folder ``source`` into ``out_dir`` (atomically) and record, as its
+    revision, a digest of every file's path and contents (``local:sha256:<hex>``), which every output made with the
+    model carries and every cache key includes; returns it."""
+    from .download import file_digest
+
+    source = Path(source).resolve()
+    files = sorted(p for p in source.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.relative_to(source)}\0{file_digest(path, 'sha256')}\n".encode())
+    revision = f"local:sha256:{digest.hexdigest()}"
+    with atomic_dir(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        for entry in sorted(source.iterdir()):
+            if entry.name != "REVISION":
+                (tmp / entry.name).symlink_to(entry)
+        (tmp / "REVISION").write_text(revision + "\n")
+    return revision
 
 
 def download_dataset_file(repo_id: str, filename: str, revision: str, dest, token_env: str = "HF_TOKEN") -> str:

@@ -9,7 +9,9 @@ embedded tiny models are both plain directories loaded by the same code.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from pathlib import Path
 
 import torch
@@ -92,10 +94,13 @@ class VisionLanguageModel:
         kv_cache: str = "dynamic",
         trust_remote_code: bool = False,
         name: str = "",
+        image_backend: str | None = None,
+        anyres_padding: str = "upstream",
     ):
         self.model_dir, self.family = str(model_dir), family
         self.name = name or self.model_dir
         self.trust_remote_code = trust_remote_code
+        self.image_backend = image_backend
         model_class(family)  # validate early
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
@@ -105,7 +110,14 @@ class VisionLanguageModel:
             raise ValueError(f"{model_dir}: padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
         if image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
             raise ValueError(f"{model_dir}: image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {image_aspect_ratio!r}")
-        config, self.processor = self._load_config_and_processor()
+        self.config, self.processor = self._load_config_and_processor()
+        self.completed_layout = complete_paper_era_layout(family, self.config, self.processor)
+        self.anyres_padding = anyres_padding if family == "llava_next" else None
+        if self.anyres_padding == "upstream":
+            pad_tiles_as_transformers_4_40(self.processor.image_processor)
+        elif self.anyres_padding not in (None, "centered"):
+            raise ValueError(f"{model_dir}: anyres_padding must be upstream or centered, got {anyres_padding!r}")
+        config = self.config
         self.tokenizer = self.processor.tokenizer
         self.checkpoint_padding_side = self.tokenizer.padding_side
         if padding_side != "checkpoint":
@@ -113,6 +125,10 @@ class VisionLanguageModel:
         # fine-tuned LLaVA models see every image padded to a square, as they were trained (model_vqa pads too)
         self.pad_fill = processor_mean_colour(self.processor.image_processor) if image_aspect_ratio == "pad" else None
         self.max_context = int(config.text_config.max_position_embeddings)
+        # InstructBLIP's Q-Former reads the prompt too, through a position table of its own (512 in the paper's)
+        self.qformer_positions = (
+            int(config.qformer_config.max_position_embeddings) if hasattr(self.processor, "qformer_tokenizer") else None
+        )
         # rotary positions of three axes (Qwen2.5-VL, Qwen3-VL): text after an image sits at positions derived from its
         # grid, not at its index
         rope = getattr(config.text_config, "rope_parameters", None) or {}
@@ -123,6 +139,7 @@ class VisionLanguageModel:
         tower_size = getattr(getattr(config, "vision_config", None), "image_size", None)
         self.interpolate_pos_encoding = family in ("blip2", "instructblip") and processor_size not in (None, tower_size)
         self._model = None
+        self._processor_lock = threading.Lock()
         # a chat template writes every special token itself (Gemma 3's <bos> included): the tokenizer adds none
         self.tokenizer_options = {"add_special_tokens": False} if family == CHAT_FAMILY else {}
 
@@ -135,7 +152,7 @@ class VisionLanguageModel:
         remote = {"trust_remote_code": self.trust_remote_code}
         try:
             config = AutoConfig.from_pretrained(self.model_dir, **remote)
-            processor = AutoProcessor.from_pretrained(self.model_dir, **remote)
+            processor = AutoProcessor.from_pretrained(self.model_dir, **remote, **processor_options(self.image_backend))
         except ValueError as error:
             if "trust_remote_code" not in str(error):
                 raise
@@ -161,9 +178,15 @@ class VisionLanguageModel:
     def model(self):
         if self._model is None:
             self._model = model_class(self.family).from_pretrained(
-                self.model_dir, dtype=self.dtype, attn_implementation=self.attention, trust_remote_code=self.trust_remote_code
+                self.model_dir,
+                config=self.config,  # with the keys complete_paper_era_layout filled in
+                dtype=self.dtype,
+                attn_implementation=self.attention,
+                trust_remote_code=self.trust_remote_code,
             ).to(self.device)
             self._model.eval()
+            if self.completed_layout:
+                fit_image_token_row(self._model, self.config)
         return self._model
 
     def prompt_template(self, template: str, image: bool = True) -> str:
@@ -188,6 +211,20 @@ class VisionLanguageModel:
         certain, whatever the image expands to."""
         return [len(ids) for ids in self.tokenizer(prompts, **self.tokenizer_options)["input_ids"]]
 
+    def instruction_overflows(self, prompts: list[str]) -> list[str | None]:
+        """Per prompt, why the model cannot read it whatever its language model's context holds, or None: an
+        instruction longer than the Q-Former's position table (InstructBLIP; upstream's run crashed there, the N/A
+        cells of its StanfordCars closed world)."""
+        if self.qformer_positions is None:
+            return [None] * len(prompts)
+        counts = [len(ids) for ids in self.processor.qformer_tokenizer(prompts)["input_ids"]]
+        return [
+            f"instruction needs {n} Q-Former tokens, more than the Q-Former's {self.qformer_positions} positions"
+            if n > self.qformer_positions
+            else None
+            for n in counts
+        ]
+
     @property
     def loaded(self) -> bool:
         return self._model is not None
@@ -202,7 +239,10 @@ class VisionLanguageModel:
             images = [pad_to_square(image, self.pad_fill) for image in images]
         if self.family == CHAT_FAMILY:  # one image per prompt, as the current processors (Gemma 3, SmolVLM) want it
             images = [[image] for image in images]
-        inputs = self.processor(images=images, text=prompts, padding=True, return_tensors="pt", **self.tokenizer_options)
+        # one call at a time: a fast tokenizer sets its padding on the shared Rust object for each call, so calls
+        # from the loader's threads at once can pad a batch to another batch's length (a crash, seen in make oracle)
+        with self._processor_lock:
+            inputs = self.processor(images=images, text=prompts, padding=True, return_tensors="pt", **self.tokenizer_options)
         if self.device.startswith("cuda"):
             for key in inputs:
                 inputs[key] = inputs[key].pin_memory()
@@ -233,7 +273,14 @@ class VisionLanguageModel:
             extra["cache_implementation"] = "static"
         if self.family == CHAT_FAMILY:  # plain greedy, as for the paper's models: no checkpoint repetition penalty
             extra["repetition_penalty"] = 1.0
-        output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, **extra)
+        positions = contextlib.nullcontext()
+        if self.padding_side == "right" and self.family != CHAT_FAMILY:
+            pad_position = -1 if self.config.text_config.model_type == "opt" else 1
+            extra["position_ids"] = mask_positions(inputs["attention_mask"], pad_position)
+            decoder = self.model.language_model if self.family in ("blip2", "instructblip") else self.model
+            positions = positions_from_running_mask(decoder, pad_position)
+        with positions:
+            output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, **extra)
         prompt = inputs["input_ids"]
         new = output
         if output.shape[1] >= prompt.shape[1] and torch.equal(output[:, : prompt.shape[1]], prompt.to(output.device)):
@@ -255,6 +302,8 @@ class VisionLanguageModel:
             kv_cache=run.get("kv_cache", "dynamic"),
             trust_remote_code=run.get("trust_remote_code", False),
             name=run.get("model", ""),
+            image_backend=run.get("image_backend"),
+            anyres_padding=run.get("anyres_padding", "upstream"),
         )
         vlm.template = vlm.prompt_template(run["template"]) if "template" in run else None
         return vlm, read_revision(model_dir)
@@ -272,15 +321,110 @@ class VisionLanguageModel:
             "padding_side": self.padding_side,
             "checkpoint_padding_side": self.checkpoint_padding_side,
             "image_aspect_ratio": "original" if self.pad_fill is None else "pad",
+            "image_backend": type(self.processor.image_processor).__name__,
+            **({"anyres_padding": self.anyres_padding} if self.anyres_padding else {}),
             "interpolate_pos_encoding": self.interpolate_pos_encoding,
             "kv_cache": "static" if self.static_cache else "dynamic",
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": self.device,
             "attention": self.attention,
             "max_context": self.max_context,
+            # a checkpoint revision from before the image-token update, completed from its config
+            **({"completed_layout": self.completed_layout} if self.completed_layout else {}),
             # a chat model's full prompt comes from its processor: recorded, and part of every cache key
             **({"chat_prompt": self.template} if self.family == CHAT_FAMILY else {}),
         }
+
+
+def pad_tiles_as_transformers_4_40(image_processor) -> None:
+    """LLaVA-NeXT's tile canvas padded as transformers 4.40 padded it: half the leftover on each side, rounded down,
+    so an odd leftover leaves the canvas a pixel short and the tiles cut from it are resized to full size. Later
+    versions put the extra pixel on the right or bottom; for the images where the two differ the tiles differ
+    everywhere (benchmarks/ORACLE.md), and upstream's numbers were made with 4.40's."""
+    torchvision_layout = not type(image_processor).__name__.endswith("Pil")  # it takes [left, top, right, bottom]
+
+    def floor_padding(original_resolution, target_resolution):
+        (height, width), (target_height, target_width) = original_resolution, target_resolution
+        y, x = (target_height - height) // 2, (target_width - width) // 2
+        return [x, y, x, y] if torchvision_layout else ((y, y), (x, x))
+
+    image_processor._get_padding_size = floor_padding
+
+
+def mask_positions(attention_mask: torch.Tensor, pad_position: int) -> torch.Tensor:
+    """Each token's position among its row's unmasked tokens; masked ones at ``pad_position``."""
+    return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, pad_position)
+
+
+@contextlib.contextmanager
+def positions_from_running_mask(decoder, pad_position: int):
+    """Generate with every step's positions computed from the running attention mask, as transformers 4.40 did
+    (OPT's learned positions from the mask, Llama's prepare step from the mask; pads at -1 and 1). transformers 5
+    continues every row from its last column's position instead, which for a right-padded row is a pad's: its new
+    tokens would sit at positions 1, 2, ... rather than after its prompt (docs/protocol.md#precision-batching-and-
+    padding). Only right-padded batches (batching: upstream on BLIP-2) differ; left-padded ones are unchanged."""
+    update = decoder._update_model_kwargs_for_generation
+
+    def updated(*args, **kwargs):
+        model_kwargs = update(*args, **kwargs)
+        if model_kwargs.get("position_ids") is not None and model_kwargs.get("attention_mask") is not None:
+            model_kwargs["position_ids"] = mask_positions(model_kwargs["attention_mask"], pad_position)
+        return model_kwargs
+
+    decoder._update_model_kwargs_for_generation = updated
+    try:
+        yield
+    finally:
+        del decoder._update_model_kwargs_for_generation
+
+
+def processor_options(image_backend: str | None) -> dict:
+    """AutoProcessor keywords for models.<m>.image_backend (None: transformers' own choice)."""
+    if image_backend not in (None, "pil", "torchvision"):
+        raise ValueError(f"unknown image_backend {image_backend!r}; expected pil, torchvision or null")
+    return {"backend": image_backend} if image_backend else {}
+
+
+def complete_paper_era_layout(family: str, config, processor) -> list[str]:
+    """Fill in what later hub revisions of the paper's checkpoints added for transformers >= 4.45, where a
+    checkpoint lacks it, from its own model config (docs/protocol.md#hub-revisions). The paper ran revisions from
+    before that update, whose models expanded the image placeholder themselves; transformers 5 expects the processor
+    to do it. Returns the keys filled in (none for a current revision).
+
+    * llava-hf (LLaVA-1.5, LLaVA-NeXT): the processor's ``patch_size``, ``vision_feature_select_strategy`` and the
+      class token (``num_additional_image_tokens``), as their processor_config.json now has them;
+    * Salesforce (BLIP-2, InstructBLIP): ``num_query_tokens`` <image> tokens before the prompt (the processor adds
+      the token to the tokenizer) and the config's ``image_token_index``, the layout the old models built from
+      query embeddings placed before the text embeddings."""
+    filled = []
+    if family in ("llava", "llava_next") and getattr(processor, "patch_size", 0) is None:
+        processor.patch_size = config.vision_config.patch_size
+        processor.vision_feature_select_strategy = config.vision_feature_select_strategy
+        processor.num_additional_image_tokens = 1  # the CLIP tower's class token
+        filled += ["patch_size", "vision_feature_select_strategy", "num_additional_image_tokens"]
+    if family in ("blip2", "instructblip") and getattr(processor, "num_query_tokens", 0) is None:
+        processor.num_query_tokens = config.num_query_tokens
+        filled.append("num_query_tokens")
+        if config.image_token_index is None:
+            config.image_token_index = processor.tokenizer.convert_tokens_to_ids(processor.image_token.content)
+            filled.append("image_token_index")
+    return filled
+
+
+def fit_image_token_row(model, config) -> None:
+    """An image token added after the vocabulary (InstructBLIP's <image> after Vicuna's 32,001 rows) needs an input
+    embedding row; its value is never read (query outputs replace it), and the output layer keeps its size, so the
+    model predicts over the vocabulary it was trained with."""
+    embeddings = model.get_input_embeddings()
+    rows = config.image_token_index + 1
+    if embeddings.num_embeddings >= rows:
+        return
+    grown = torch.nn.Embedding(rows, embeddings.embedding_dim, dtype=embeddings.weight.dtype, device=embeddings.weight.device)
+    with torch.no_grad():
+        grown.weight.zero_()
+        grown.weight[: embeddings.num_embeddings] = embeddings.weight
+    model.get_input_embeddings = lambda: grown  # noqa: E731  (the generate path looks the rows up through it)
+    model.language_model.set_input_embeddings(grown)
 
 
 def split_preprocess(preprocess):

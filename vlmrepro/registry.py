@@ -27,6 +27,24 @@ VLM_CLASSES = {
     "chat": "AutoModelForImageTextToText",
 }
 NON_VLM_FAMILIES = CLIP_FAMILIES + BASELINE_FAMILIES + API_FAMILIES + LLM_FAMILIES
+# transformers 5's image processors come in two implementations; the paper's families default to the PIL one,
+# which gives transformers 4.40's pixels (upstream's) exactly
+IMAGE_BACKENDS = ("pil", "torchvision")
+
+
+def image_backend(family: str, configured: str | None) -> str | None:
+    """models.<m>.image_backend, or its family's default: pil for the paper's VLMs, transformers' choice (None) for
+    family chat and the models without an image processor."""
+    if configured is not None or family == "chat" or family in NON_VLM_FAMILIES:
+        return configured
+    return "pil"
+
+
+def local_checkpoint_files(path: str) -> list[str]:
+    """The files of a local checkpoint (models.<m>.local.path), sorted; a missing folder is a clear error."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"local checkpoint {path} is not a directory (models.<m>.local.path)")
+    return sorted(os.path.join(top, name) for top, _, names in os.walk(path) for name in names)
 
 
 def models_of_family(models: dict, families: tuple[str, ...]) -> list[str]:

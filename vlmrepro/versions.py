@@ -3,14 +3,17 @@ reruns exactly the results it affects (lm-evaluation-harness style). Kept in thi
 parsing the workflow does not import torch."""
 
 QUERIES = 2  # 2: queries carry the row's split (and ImageNet label_idx) for feature extraction
-GENERATION = 4  # 4: per-model batching (upstream: the checkpoint's padding side, upstream's batches); rows record padding_side
+GENERATION = 5  # 4: per-model batching (upstream: the checkpoint's padding side, upstream's batches); rows record padding_side
+# 5: right-padded rows at transformers 4.40's positions; PIL image processors; InstructBLIP's Q-Former limit
 CLIP = 1
 SCORING = 2  # 2: scores keep each item's outcome and a 95 % bootstrap interval per accuracy
-LOGLIK = 2  # 2: class tokens packed into one pass over the uncopied context cache (equal within float tolerance)
+LOGLIK = 3  # 2: class tokens packed into one pass over the uncopied context cache (equal within float tolerance)
+# 3: PIL image processors (upstream's pixels)
 LOGLIK_SCORING = 2  # 2: per-item outcomes and 95 % intervals of Sum, Avg and CFG
-FEATURES = 1
+FEATURES = 2  # 2: PIL image processors (upstream's pixels)
 PROBE = 2  # 2: the best epoch's per-item outcomes and its 95 % interval
-FINETUNE = 3  # 3: recipe.json beside the weights; LAVIS schedule and weight-decay rule, pad-to-square, tf32
+FINETUNE = 4  # 3: recipe.json beside the weights; LAVIS schedule and weight-decay rule, pad-to-square, tf32
+# 4: answers end with the token generation stops at (BLIP-2: a newline, as LAVIS)
 FREQUENCY = 2  # 2: a frequency bin without classes has no accuracy (was 0 %)
 TINY_BUILDER = 2  # 2: the tiny OPT tokenizer adds BOS like facebook/opt's
 API = 1

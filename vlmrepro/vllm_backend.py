@@ -72,6 +72,10 @@ class VllmModel:
             )
         return self._llm
 
+    def instruction_overflows(self, prompts: list[str]) -> list[str | None]:
+        """Only the language model's context limits a prompt here (vLLM serves no InstructBLIP)."""
+        return [None] * len(prompts)
+
     def prompt_token_lower_bounds(self, prompts: list[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
 

@@ -77,6 +77,54 @@ def llama_tokenizer(vocab_size: int = 300):
     return tok
 
 
+def real_llama_tokenizer(name: str, padding_side: str = "left"):
+    """The real Llama-2 (Vicuna) or Mistral tokenizer (fetched at install time, vlmrepro/data/tokenizers.yaml) with
+    llava-hf's added tokens, <image> and <pad>."""
+    from transformers import LlamaTokenizer
+
+    from ..tokenizer_files import tokenizer_dir
+
+    tok = LlamaTokenizer(
+        tokenizer_file=str(tokenizer_dir(name) / "tokenizer.json"),
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        padding_side=padding_side,
+    )
+    tok.add_special_tokens({"pad_token": "<pad>", "additional_special_tokens": ["<image>"]})
+    return tok
+
+
+def real_opt_tokenizer():
+    """OPT's tokenizer on GPT-2's real byte-level BPE (OPT numbers the same tokens in another order)."""
+    from transformers import GPT2Tokenizer
+
+    from ..tokenizer_files import tokenizer_dir
+
+    folder = tokenizer_dir("gpt2")
+    merges = [tuple(line.split(" ")) for line in (folder / "merges.txt").read_text().splitlines()[1:] if line]
+    return GPT2Tokenizer(
+        vocab=json.loads((folder / "vocab.json").read_text()),
+        merges=merges,
+        bos_token="</s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        padding_side="left",
+        add_bos_token=True,
+    )
+
+
+def real_bert_tokenizer():
+    """bert-base-uncased's WordPiece: the Q-Former's instruction tokenizer."""
+    from transformers import BertTokenizer
+
+    from ..tokenizer_files import tokenizer_dir
+
+    tokens = (tokenizer_dir("bert") / "vocab.txt").read_text().split("\n")[:-1]
+    return BertTokenizer(vocab={t: i for i, t in enumerate(tokens)})
+
+
 def opt_tokenizer(vocab_size: int = 400):
     """GPT-2-style byte-level BPE that starts every text with '</s>', as OPT (BLIP-2) does."""
     from transformers import GPT2Tokenizer
@@ -140,6 +188,8 @@ DEFAULT_SPEC = {
     "num_query_tokens": 4,
     "text_model": "llama",
     "padding_side": "left",
+    # trained: a small BPE trained on the protocol's prompts (the demo); real: the paper's models' real tokenizers
+    "tokenizer": "trained",
 }
 
 
@@ -149,8 +199,11 @@ def build_tiny_vlm(family: str, out_dir, spec: dict | None = None) -> None:
     spec = {**DEFAULT_SPEC, **(spec or {})}
     torch.manual_seed(spec["seed"])
     size = spec["image_size"]
+    real = spec["tokenizer"] == "real"
+    if spec["tokenizer"] not in ("trained", "real"):
+        raise ValueError(f"tiny tokenizer must be trained or real, got {spec['tokenizer']!r}")
     if family in ("llava", "llava_next"):
-        tok = llama_tokenizer()
+        tok = real_llama_tokenizer("mistral" if spec["text_model"] == "mistral" else "llama2") if real else llama_tokenizer()
         image_token = tok.convert_tokens_to_ids("<image>")
         vision = _vision(tf.CLIPVisionConfig, spec)
         text = _text(tok, spec, spec["text_model"])
@@ -207,7 +260,7 @@ def build_tiny_vlm(family: str, out_dir, spec: dict | None = None) -> None:
             encoder_hidden_size=spec["vision_width"],
         )
         if family == "blip2":
-            tok = opt_tokenizer()
+            tok = real_opt_tokenizer() if real else opt_tokenizer()
             processor = tf.Blip2Processor(image_processor=image_processor, tokenizer=tok, num_query_tokens=nq)
             text = tf.OPTConfig(
                 vocab_size=len(tok),
@@ -230,11 +283,11 @@ def build_tiny_vlm(family: str, out_dir, spec: dict | None = None) -> None:
             )
             model = tf.Blip2ForConditionalGeneration(config)
         else:
-            tok = llama_tokenizer()
+            tok = real_llama_tokenizer("llama2") if real else llama_tokenizer()
             words = sorted({w.strip("?.,") for line in CORPUS for w in line.lower().split()} - {""})
-            qtok = tf.BertTokenizer(
+            qtok = real_bert_tokenizer() if real else tf.BertTokenizer(
                 vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words)}
-            )
+            )  # fmt: skip
             processor = tf.InstructBlipProcessor(
                 image_processor=image_processor, tokenizer=tok, qformer_tokenizer=qtok, num_query_tokens=nq
             )
