@@ -9,15 +9,38 @@ CORES ?= 2
 # or every job would compile its imports again.
 RUN := PATH="$(BIN):$$PATH" PYTHONDONTWRITEBYTECODE=
 
-.PHONY: venv demo test test-fast paper paper-dry-run estimate cluster-check lint bench bench-demo bench-gpu-tiny gpu-carry demo-robustness clean-demo
+.PHONY: venv demo test test-fast paper paper-dry-run estimate cluster-check lint bench bench-demo bench-gpu-tiny gpu-carry demo-robustness clean-demo oracle oracle-venv
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+# the real tokenizers of the paper's models (vlmrepro/data/tokenizers.yaml) go to .tokenizers/: the tests' and the
+# oracle's tiny checkpoints are built on them
+$(VENV)/.installed: requirements.txt pyproject.toml vlmrepro/data/tokenizers.yaml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --no-compile -r requirements.txt
 	$(BIN)/pip install --quiet --no-compile --no-deps -e .
+	$(BIN)/python -m vlmrepro.tokenizer_files .tokenizers
 	touch $@
+
+# The differential check: upstream's loops under upstream's own stack (Python 3.10, torch 2.2.2, transformers 4.40,
+# in .venv-oracle) against this workflow's rules, answer for answer; writes benchmarks/ORACLE.md and fails on a
+# difference without a named cause. PYTHON310 is the first Python 3.10 found (PATH, then pyenv's versions).
+ORACLE_VENV ?= .venv-oracle
+PYTHON310 ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10 /usr/bin/python3.10; do \
+	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && echo $$p && break; done)
+
+oracle-venv: $(ORACLE_VENV)/.installed
+
+$(ORACLE_VENV)/.installed: benchmarks/oracle/requirements.txt
+	@test -n "$(PYTHON310)" || { echo "make oracle needs Python 3.10, upstream's version (none on PATH or in pyenv):"; \
+		echo "  pyenv install 3.10, or apt-get install python3.10-venv, or conda create -n py310 python=3.10,"; \
+		echo "  then make oracle PYTHON310=/path/to/python3.10"; exit 1; }
+	$(PYTHON310) -m venv $(ORACLE_VENV)
+	$(ORACLE_VENV)/bin/pip install --quiet --no-compile -r benchmarks/oracle/requirements.txt
+	touch $@
+
+oracle: venv oracle-venv
+	$(RUN) HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/oracle/run.py --oracle-python $(ORACLE_VENV)/bin/python
 
 demo: venv
 	$(RUN) HF_HUB_OFFLINE=1 $(BIN)/snakemake --configfile demo/config.yaml --directory demo-run \

@@ -177,7 +177,15 @@ def model_revision_param(model):
         return {"train": entry["train"], "world": WORLDS[entry["train"]["world"]], "trainer": versions.WORLD_TRAINING}
     if "local" in entry:
         return {"local": entry["local"]}
-    return entry["hub"] if "hub" in entry else {"tiny": entry["tiny"]}
+    return hub_source(model) if "hub" in entry else {"tiny": entry["tiny"]}
+
+
+def hub_source(model):
+    """A model's hub repo and revision, a date pin as its ISO text (YAML reads an unquoted day as a date)."""
+    hub = MODELS[model]["hub"]
+    if isinstance(hub["revision"], dict):
+        return {**hub, "revision": {"before": str(hub["revision"]["before"])}}
+    return hub
 
 
 def local_model_files(wildcards):

@@ -17,7 +17,7 @@ rule download_model:
     conda:
         "../envs/models.yaml"
     params:
-        hub=lambda wc: MODELS[wc.model]["hub"],
+        hub=lambda wc: hub_source(wc.model),
     script:
         "../scripts/download_model.py"
 

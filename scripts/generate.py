@@ -17,7 +17,9 @@ with running_job(snakemake):
     # shards are whole blocks, and a block's batches do not depend on the shard count
     part = shard_slice(len(queries), run["sort_block"], index, count)
     vlm, revision = load_generator(snakemake.input.model, run)
-    batch_size = resolve_batch_size(vlm, run, [render(vlm.template, q["question"]) for q in queries[part]])
+    batch_size = resolve_batch_size(
+        vlm, run, [render(vlm.template, q["question"]) for q in queries[part]], [q["path"] for q in queries[part]]
+    )
     print(f"batch size {batch_size} (configured: {run['batch_size']}), batching {run['batching']}")
     if run["batching"] == "fast" and getattr(vlm, "checkpoint_padding_side", None) == "right":
         print(

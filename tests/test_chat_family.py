@@ -91,6 +91,20 @@ def test_generation_open_closed_world_and_cot_in_any_batch(chat_model, images):
     assert all(r["status"] == "ok" and isinstance(r["generation"], str) for r in records)
 
 
+def test_auto_batch_size_counts_the_image_tokens_the_processor_gives(chat_model):
+    """batch_size auto plans each item's KV cache: for a chat model the image's positions come from its processor
+    (they grow with the image for Qwen2.5-VL and LLaVA-OneVision), never 0."""
+    from vlmrepro.memory import image_tokens
+
+    arch, _, vlm = chat_model
+    prompt = render(vlm.template, "What is it?")
+    for size in ((64, 64), (128, 96)):
+        inputs = vlm.preprocess([Image.new("RGB", size)], [prompt])
+        placeholders = int((inputs["input_ids"][0] == vlm.config.image_token_id).sum())
+        counted = image_tokens(vlm.config, "chat", vlm, size)
+        assert counted >= placeholders > 0  # every placeholder, plus any separators the processor adds
+
+
 def test_a_prompt_past_the_context_is_not_evaluated(chat_model, images):
     arch, _, vlm = chat_model
     long_question = "Which one? " + ", ".join(f"class{k}" for k in range(vlm.max_context))

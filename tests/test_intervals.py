@@ -72,6 +72,21 @@ def test_finding_checks_carry_the_interval_of_what_they_measure():
     assert evaluate_check(gap, scores)["ci95"] == pytest.approx([1.0, 1.0])
 
 
+def test_a_checks_difference_is_measured_on_the_rows_its_interval_pairs():
+    """Probabilistic inference scores the first 1,000 items, open world every one: the difference and its interval
+    come from the same paired rows, not the difference of the two whole-file accuracies."""
+    first, later = [True] * 10 + [False] * 10, [False] * 80
+    whole = _rows(first + later)  # 10 / 100 correct overall, 10 / 20 on the first 20 rows
+    limited = _rows([True] * 5 + [False] * 15)  # 5 / 20, on the first 20 rows only
+    scores = {"results/scores/w/d/s.json": score_outputs(whole), "results/scores/l/d/s.json": score_outputs(limited)}
+    w, lim = {"model": "w", "dataset": "d", "setting": "s"}, {"model": "l", "dataset": "d", "setting": "s"}
+    check = evaluate_check({"left": w, "op": ">", "right": lim, "margin": 0}, scores)
+    assert check["paired_items"] == 20
+    assert check["measured"] == pytest.approx(50.0 - 25.0)  # the whole files would say 10 - 25 = -15
+    assert check["holds"] and check["ci95"][0] <= check["measured"] <= check["ci95"][1]
+    assert check["scores"] == pytest.approx({"w s accuracy": 10.0, "l s accuracy": 25.0})  # the files' own numbers
+
+
 def test_tables_show_the_interval_and_whether_the_papers_number_lies_in_it():
     score = score_outputs(_rows([True] * 60 + [False] * 40))
     paper = pd.DataFrame(

@@ -87,9 +87,18 @@ def _check_datasets(config: dict, errors: list[str]) -> None:
 
 
 def _check_models(config: dict, errors: list[str]) -> None:
-    """A model trained in a world names a known world, and a trained LLaVA the CLIP model whose image tower it uses."""
+    """A model trained in a world names a known world, and a trained LLaVA the CLIP model whose image tower it uses;
+    a hub revision pinned by date names a day."""
+    import datetime
+
     models = config.get("models", {})
     for key, model in models.items():
+        revision = model.get("hub", {}).get("revision")
+        if isinstance(revision, dict):
+            try:  # YAML reads an unquoted 2024-05-23 as a date already
+                datetime.date.fromisoformat(str(revision["before"]))
+            except ValueError:
+                errors.append(f"models.{key}.hub.revision.before: {revision['before']!r} is not a day (YYYY-MM-DD)")
         train = model.get("train")
         if train is None:
             continue

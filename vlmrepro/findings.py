@@ -74,15 +74,33 @@ def _interval(check: dict, scores: dict) -> dict:
     return {"ci95": [low, high]}
 
 
+def _paired_values(refs: list, scores: dict) -> tuple[list[float], int | None]:
+    """The scores of a check, each as its accuracy over the items every score of it evaluated (the rows its
+    interval resamples), with their count; each whole file's value where any lacks per-item outcomes or they share
+    no item (a number stays a number)."""
+    outcomes = [_outcomes(ref, scores) for ref in refs]
+    scored = [o for o in outcomes if o is not None]
+    common = sorted(set.intersection(*(set(o) for o in scored))) if scored else []
+    if len(scored) < 2 or not common or len(scored) < sum(isinstance(ref, dict) for ref in refs):
+        return [_value(ref, scores) for ref in refs], None
+    values = [
+        _value(ref, scores) if o is None else 100 * sum(o[r] for r in common) / len(common)
+        for ref, o in zip(refs, outcomes)
+    ]
+    return values, len(common)
+
+
 def evaluate_check(check: dict, scores: dict) -> dict:
     """The check in words, our numbers, whether it holds, ``measured`` against ``required`` (the quantity the check
     compares, a difference of scores or the share of a gap, and the least it may be), the quantity's 95 %
-    ``ci95``, whether the whole interval clears the requirement (``holds_across_ci``) and the ``scores`` read."""
+    ``ci95``, whether the whole interval clears the requirement (``holds_across_ci``) and the ``scores`` read.
+    Where both sides keep per-item outcomes, ``measured`` and ``ci95`` are computed on the same rows: those both
+    evaluated (``paired_items``; probabilistic inference scores 1,000 items, open world every one)."""
     read = {_name(ref): _value(ref, scores) for ref in check_refs(check)}
     interval = _interval(check, scores)
     if "gap_closed" in check:
         gap = check["gap_closed"]
-        start, end, value = (_value(gap[k], scores) for k in ("start", "end", "value"))
+        (start, end, value), _ = _paired_values([gap[k] for k in ("start", "end", "value")], scores)
         share = (value - start) / (end - start) if end != start else float("nan")
         result = {
             "check": f"{_name(gap['value'])} closes >= {check['at_least']:.0%} of the gap from "
@@ -93,7 +111,11 @@ def evaluate_check(check: dict, scores: dict) -> dict:
             "required": check["at_least"],
         }
     else:
-        left, right = _value(check["left"], scores), _value(check["right"], scores)
+        (left, right), _ = (
+            ([_value(check["left"], scores), _value(check["right"], scores)], None)
+            if check.get("abs")  # a correlation: no per-item outcomes to pair
+            else _paired_values([check["left"], check["right"]], scores)
+        )
         if check.get("abs"):
             left = abs(left)
         margin = check.get("margin", 0)

@@ -3,6 +3,7 @@ directory and copied into every output made with the model."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import shutil
 from pathlib import Path
@@ -15,20 +16,40 @@ ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.t
 FALLBACK_PATTERNS = ["*.bin", "*.pt", "*.pth"]
 
 
-def download_snapshot(repo_id: str, revision: str, out_dir, token_env: str = "HF_TOKEN") -> str:
-    """Download ``repo_id`` at ``revision`` into ``out_dir`` (atomically) and return the resolved commit."""
+def revision_name(revision) -> str:
+    """A revision as config.yaml writes it: a branch, tag or commit, or ``{before: <date>}``."""
+    return f"last commit before {revision['before']}" if isinstance(revision, dict) else str(revision)
+
+
+def resolve_revision(api, repo_id: str, revision, token=None) -> str:
+    """``revision`` itself, or for ``{before: YYYY-MM-DD}`` the newest commit of the main branch made before that
+    day (UTC), read from the hub's commit list: the checkpoint as it was when a paper ran it, before later edits
+    (the Salesforce repositories were reworked for newer transformers after the paper)."""
+    if not isinstance(revision, dict):
+        return revision
+    before = datetime.datetime.fromisoformat(str(revision["before"])).replace(tzinfo=datetime.timezone.utc)
+    commits = [c for c in api.list_repo_commits(repo_id, token=token) if c.created_at < before]
+    if not commits:
+        raise ValueError(f"{repo_id} has no commit before {revision['before']}")
+    return max(commits, key=lambda c: c.created_at).commit_id
+
+
+def download_snapshot(repo_id: str, revision, out_dir, token_env: str = "HF_TOKEN") -> str:
+    """Download ``repo_id`` at ``revision`` (a branch, tag or commit, or ``{before: <date>}``) into ``out_dir``
+    (atomically) and return the resolved commit."""
     from huggingface_hub import HfApi, snapshot_download
 
     token = read_credential(token_env)
     with atomic_dir(out_dir) as tmp:  # a failed download leaves neither the folder nor its .part
         try:
-            info = HfApi().model_info(repo_id, revision=revision, token=token)
+            api = HfApi()
+            info = api.model_info(repo_id, revision=resolve_revision(api, repo_id, revision, token), token=token)
             files = [s.rfilename for s in info.siblings or []]
             patterns = ALLOW_PATTERNS + ([] if any(f.endswith(".safetensors") for f in files) else FALLBACK_PATTERNS)
             snapshot_download(repo_id, revision=info.sha, local_dir=tmp, allow_patterns=patterns, token=token)
         except Exception as err:  # offline mode, network errors, unknown revision, no access
             page = f"https://huggingface.co/{repo_id}"
-            raise _hub_error(err, repo_id, f"{repo_id}@{revision}", page, token_env, token) from None
+            raise _hub_error(err, repo_id, f"{repo_id}@{revision_name(revision)}", page, token_env, token) from None
         shutil.rmtree(tmp / ".cache", ignore_errors=True)
         (tmp / "REVISION").write_text(info.sha + "\n")
     return info.sha

@@ -29,7 +29,7 @@ def check_invariance(vlm, queries, reference, run: dict, revision: str, subset: 
     """``reference``: the gathered records of the same queries (configured batch size, uninterrupted)."""
     queries, reference = queries[:subset], reference[:subset]
     args = (vlm.template, run["answer_marker"], run["max_new_tokens"])
-    batch_size = resolve_batch_size(vlm, run, [render(vlm.template, q["question"]) for q in queries])
+    batch_size = resolve_batch_size(vlm, run, [render(vlm.template, q["question"]) for q in queries], [q["path"] for q in queries])
     answers = {"answer_from": run["answer_from"], "min_new_tokens": run["min_new_tokens"]}
     answers["reasoning_tags"] = run.get("reasoning_tags")
     batching = {"sort_block": run["sort_block"], "loader_workers": run["loader_workers"], **answers}

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -273,17 +274,25 @@ def upstream_jobs(root: Path, checkpoints: Path, ours: dict) -> list[dict]:
     return jobs
 
 
-def run_upstream(root: Path, python: str, jobs: list[dict], log) -> dict:
+def start_upstream(root: Path, python: str, jobs: list[dict]) -> tuple[subprocess.Popen, float]:
+    """upstream's loops in the background (one thread: they and our rules share the machine's cores)."""
     jobs_file = root / "upstream_jobs.json"
     jobs_file.write_text(json.dumps(jobs, indent=1))
-    start = time.time()
-    proc = subprocess.run([python, str(HERE / "upstream.py"), str(jobs_file)], cwd=root, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"})  # fmt: skip
-    (root / "upstream.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode:
-        raise SystemExit(f"upstream's loops failed (rc {proc.returncode}); see {root / 'upstream.log'}:\n{proc.stderr[-3000:]}")
-    log(f"upstream's loops: {time.time() - start:.0f} s")
-    return json.loads((root / "upstream_jobs.json.versions.json").read_text())
+    log_file = open(root / "upstream.log", "w")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    process = subprocess.Popen([python, str(HERE / "upstream.py"), str(jobs_file)], cwd=root, stdout=log_file,
+                               stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    return process, time.time()
+
+
+def finish_upstream(root: Path, started: tuple[subprocess.Popen, float], log) -> tuple[dict, float]:
+    process, start = started
+    if process.wait():
+        tail = (root / "upstream.log").read_text()[-3000:]
+        raise SystemExit(f"upstream's loops failed (rc {process.returncode}); see {root / 'upstream.log'}:\n{tail}")
+    seconds = time.time() - start
+    log(f"upstream's loops: {seconds:.0f} s")
+    return json.loads((root / "upstream_jobs.json.versions.json").read_text()), seconds
 
 
 # --- comparison -----------------------------------------------------------------------------------------------------
@@ -311,9 +320,43 @@ def compare(cell, root: Path, work: Path) -> dict:
             first = {"item": k, "ours": o.get("pred", o.get("status")), "upstream": u["pred"]}
     result |= {"same_pred": same_pred, "first": first}
     if kind != "clip":
+        folder = root / "data" / ("caltech101" if dataset == "imagewikiqa" else dataset)  # ImageWikiQA asks about those
+        paths = [folder / Path(o["image"]).name for o in ours]
+        ids = our_prompt_ids(checkpoint, work / "models" / model, [o["prompt"] for o in ours], paths)
+        same_ids = [mine == u["prompt_ids"] for mine, u in zip(ids, upstream) if u.get("prompt_ids") is not None]
         result["same_text"] = same_text
-        result["same_prompt"] = sum(o["prompt"] == u["prompt"] for o, u in zip(ours, upstream))
+        result["same_prompt"] = f"{sum(same_ids)}/{len(same_ids)}"
+        result["not_evaluable"] = (sum(o["status"] != "ok" for o in ours), sum("error" in u for u in upstream))
     return result
+
+
+_processors = {}
+
+
+def our_prompt_ids(checkpoint: str, model_dir: Path, prompts: list[str], images: list[str]) -> list[list[int]]:
+    """Each prompt as our stack tokenizes it with its image, in upstream's terms: the image placeholder once (4.40's
+    LLaVA models expanded it themselves) and no query placeholders (4.40's BLIP-2 models placed the queries)."""
+    from PIL import Image
+
+    from vlmrepro.models import VisionLanguageModel
+
+    if checkpoint not in _processors:
+        family = read_jsonl_config_family(checkpoint)
+        _processors.clear()
+        _processors[checkpoint] = VisionLanguageModel(model_dir, family, device="cpu", image_backend="pil")
+    vlm = _processors[checkpoint]
+    image_id = vlm.config.image_token_index
+    out = []
+    for prompt, path in zip(prompts, images):
+        with Image.open(path) as image:
+            ids = vlm.preprocess([image.convert("RGB")], [prompt])["input_ids"][0].tolist()
+        out.append([t for k, t in enumerate(ids) if t != image_id or (vlm.family.startswith("llava") and ids[k - 1] != image_id)])
+    return out
+
+
+def read_jsonl_config_family(checkpoint: str) -> str:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    return config["models"][MODELS[checkpoint]]["family"]
 
 
 def compare_loglik(upstream: list[dict], ours: list[dict], npz_file: Path) -> dict:
@@ -358,7 +401,8 @@ def verdict(cell, result: dict) -> str:
     if kind == "loglik":
         return "ok" if result["max_abs_logprob"] <= LOGLIK_TOLERANCE else "differs"
     exact = result["same_pred"] == result["items"] and result.get("same_text", result["items"]) == result["items"]
-    return "ok" if exact else "differs"
+    prompts, rows = (int(n) for n in result.get("same_prompt", "0/0").split("/"))
+    return "ok" if exact and prompts == rows else "differs"
 
 
 # float32 on a CPU, two torch versions and two ways of scoring a class (cache reuse against packed classes)
@@ -376,16 +420,16 @@ def report(rows: list, versions: dict, timings: dict, path: Path) -> None:
         "",
         f"- Upstream's stack: " + ", ".join(f"{k} {v}" for k, v in versions["upstream"].items()),
         f"- Ours: " + ", ".join(f"{k} {v}" for k, v in versions["ours"].items()),
-        f"- Run {versions['date']} on {versions['machine']}; upstream's loops {timings['upstream']:.0f} s, our rules "
-        f"{timings['ours']:.0f} s.",
+        f"- Run {versions['date']} on {versions['machine']}, side by side: upstream's loops {timings['upstream']:.0f} s, "
+        f"our rules {timings['ours']:.0f} s, {timings['total']:.0f} s in all (with the checkpoints and data).",
         f"- Generation budgets above {MAX_NEW_TOKENS} new tokens (chain of thought, ImageWikiQA) are capped at "
         f"{MAX_NEW_TOKENS} on both sides: a random tiny model never ends early.",
         f"- Tolerances: log-likelihoods {LOGLIK_TOLERANCE:g} (float32); features: our float16 storage, half a unit "
         "in the last place of each value, plus 1e-4.",
         "",
-        "| model | dataset | setting | items | same prompt | same prediction | same generated text | max abs Δ | first "
-        "differing item | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | dataset | setting | items | same prompt tokens | not evaluable (ours / upstream) | same prediction | "
+        "same generated text | max abs Δ | first differing item | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell, result, status in rows:
         checkpoint, dataset, setting, kind = cell
@@ -403,9 +447,11 @@ def report(rows: list, versions: dict, timings: dict, path: Path) -> None:
             first_text = result["error"]
         cause = KNOWN.get((checkpoint, setting))
         shown = status if status == "ok" or not cause else f"{status}: {cause}"
+        na = result.get("not_evaluable")
         lines.append(
             f"| {checkpoint} | {dataset} | {setting} | {n} | {result.get('same_prompt', '')} | "
-            f"{result.get('same_pred', '')} | {result.get('same_text', '')} | {delta} | {first_text} | {shown} |"
+            f"{f'{na[0]} / {na[1]}' if na else ''} | {result.get('same_pred', '')} | {result.get('same_text', '')} | "
+            f"{delta} | {first_text} | {shown} |"
         )
     path.write_text("\n".join(lines) + "\n")
 
@@ -427,14 +473,19 @@ def stack_versions() -> dict:
 
 
 def main() -> int:
+    started = time.time()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default=str(REPO / "oracle-run"))
     parser.add_argument("--oracle-python", default=str(REPO / ".venv-oracle" / "bin" / "python"))
     parser.add_argument("--report", default=str(REPO / "benchmarks" / "ORACLE.md"))
     args = parser.parse_args()
+    args.oracle_python = os.path.abspath(args.oracle_python)  # not resolve(): the venv's link is what makes it the venv
+    if not os.path.isfile(args.oracle_python):
+        raise SystemExit(f"{args.oracle_python} does not exist: make oracle-venv builds upstream's environment")
     log = lambda message: print(message, flush=True)  # noqa: E731
     root = Path(args.workdir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(root, ignore_errors=True)  # every check from scratch: no result or cache of an earlier run
+    root.mkdir(parents=True)
     tokenizers = ensure_tokenizers()
     make_data(root)
     checkpoints = root / "checkpoints"
@@ -448,10 +499,10 @@ def main() -> int:
     configfile = root / "config.yaml"
     configfile.write_text(yaml.safe_dump(ours, sort_keys=False))
     timings = {}
-    start = time.time()
-    versions = {"upstream": run_upstream(root, args.oracle_python, upstream_jobs(root, checkpoints, ours), log)}
-    timings["upstream"] = time.time() - start
+    upstream = start_upstream(root, args.oracle_python, upstream_jobs(root, checkpoints, ours))
     timings["ours"] = run_ours(root / "work", configfile, cells(), log)
+    versions = {}
+    versions["upstream"], timings["upstream"] = finish_upstream(root, upstream, log)
     versions["ours"] = stack_versions()
     versions["date"] = datetime.date.today().isoformat()
     versions["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs"
@@ -459,6 +510,7 @@ def main() -> int:
     for cell in cells():
         result = compare(cell, root, root / "work")
         rows.append((cell, result, verdict(cell, result)))
+    timings["total"] = time.time() - started
     report(rows, versions, timings, Path(args.report))
     unexplained = [c for c, _, status in rows if status != "ok" and (c[0], c[2]) not in KNOWN]
     log(f"{len(rows)} cells, {len(unexplained)} with unexplained differences; report: {args.report}")

@@ -69,24 +69,21 @@ def generate(job, batch, questions):
     images = [Image.open(item["image"]) for item in batch]
     prompts = [prompt(job, q, job.get("chain_of_thought", False)) for q in questions]
     inputs = processor(text=prompts, images=images, padding=True, return_tensors="pt")
+    for item, p, ids, keep in zip(batch, prompts, inputs["input_ids"].tolist(), inputs["attention_mask"].tolist()):
+        item.update(prompt=p, prompt_ids=[t for t, m in zip(ids, keep) if m])
     try:
         with torch.no_grad():
             output = model.generate(**inputs, max_new_tokens=job["max_new_tokens"])
     except RuntimeError as error:  # a prompt beyond a position table (InstructBLIP's Q-Former): the run crashed
-        for item, p in zip(batch, prompts):
-            item.update(prompt=p, output=None, generation=None, pred=None, error=str(error).splitlines()[0])
+        for item in batch:
+            item.update(output=None, generation=None, pred=None, error=str(error).splitlines()[0])
         return
     texts = processor.batch_decode(output, skip_special_tokens=True)
-    prompt_ids = inputs["input_ids"]
     new = output
-    if output.shape[1] >= prompt_ids.shape[1] and torch.equal(output[:, : prompt_ids.shape[1]], prompt_ids):
-        new = output[:, prompt_ids.shape[1] :]  # decoder-only models return the prompt first; BLIP's do not
-    generations = processor.batch_decode(new, skip_special_tokens=True)
-    for item, text, generation, ids, keep, p in zip(
-        batch, texts, generations, prompt_ids.tolist(), inputs["attention_mask"].tolist(), prompts
-    ):
-        item.update(prompt=p, output=text, generation=generation, pred=answer(job, text))
-        item["prompt_ids"] = [t for t, m in zip(ids, keep) if m]
+    if output.shape[1] >= inputs["input_ids"].shape[1] and torch.equal(output[:, : inputs["input_ids"].shape[1]], inputs["input_ids"]):
+        new = output[:, inputs["input_ids"].shape[1] :]  # decoder-only models return the prompt first; BLIP's do not
+    for item, text, generation in zip(batch, texts, processor.batch_decode(new, skip_special_tokens=True)):
+        item.update(output=text, generation=generation, pred=answer(job, text))
 
 
 def classify(job, out):
