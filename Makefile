@@ -13,13 +13,13 @@ RUN := PATH="$(BIN):$$PATH" PYTHONDONTWRITEBYTECODE=
 
 venv: $(VENV)/.installed
 
-# the real tokenizers of the paper's models (vlmrepro/data/tokenizers.yaml) go to .tokenizers/: the tests' and the
-# oracle's tiny checkpoints are built on them
-$(VENV)/.installed: requirements.txt pyproject.toml vlmrepro/data/tokenizers.yaml
+# the real tokenizers of the paper's models and the class names of its datasets (vlmrepro/data/reference_files.yaml)
+# go to .reference/: the tests' and the oracle's tiny checkpoints are built on the tokenizers
+$(VENV)/.installed: requirements.txt pyproject.toml vlmrepro/data/reference_files.yaml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --no-compile -r requirements.txt
 	$(BIN)/pip install --quiet --no-compile --no-deps -e .
-	$(BIN)/python -m vlmrepro.tokenizer_files .tokenizers
+	$(BIN)/python -m vlmrepro.reference_files .reference
 	touch $@
 
 # The differential check: upstream's loops under upstream's own stack (Python 3.10, torch 2.2.2, transformers 4.40,

@@ -47,9 +47,9 @@ def demo_run(tmp_path_factory):
 def tiny_models(tmp_path_factory):
     """One tiny model per family on the paper's real tokenizers (fetched at install time), built once."""
     from vlmrepro.demo.tiny import build_tiny
-    from vlmrepro.tokenizer_files import ensure_tokenizers
+    from vlmrepro.reference_files import ensure_reference_files
 
-    ensure_tokenizers()
+    ensure_reference_files()
     root = tmp_path_factory.mktemp("tiny")
     real = {"tokenizer": "real"}
     specs = {

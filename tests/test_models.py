@@ -304,3 +304,41 @@ def test_a_checkpoint_revision_from_before_the_image_token_update_loads_and_answ
         answers[name] = [r["output"] for r in records]
         assert bool(vlm.completed_layout) == (name == "paper-era")
     assert answers["paper-era"] == answers["current"]
+
+
+def test_an_image_token_past_the_vocabulary_gets_an_input_row_but_no_output_column(tiny_models):
+    """Paper-era InstructBLIP has no <image> token: the one the processor adds lands after Vicuna's rows."""
+    import copy
+
+    import torch
+    import transformers
+
+    from vlmrepro.models import fit_image_token_row
+
+    model = transformers.InstructBlipForConditionalGeneration.from_pretrained(tiny_models / "instructblip")
+    rows, columns = model.get_input_embeddings().num_embeddings, model.get_output_embeddings().out_features
+    config = copy.deepcopy(model.config)
+    config.image_token_index = rows + 1
+    before = model.get_input_embeddings().weight.detach().clone()
+    fit_image_token_row(model, config)
+    grown = model.get_input_embeddings().weight
+    assert grown.shape[0] == rows + 2 and model.get_output_embeddings().out_features == columns
+    assert torch.equal(grown[:rows], before) and not grown[rows:].any()
+
+
+def test_llava_next_tiles_are_padded_as_transformers_4_40_padded_them(tiny_models):
+    """An odd leftover (a 32 x 90 image in a 32 x 64 canvas) was split floor/floor by 4.40, one pixel short, and
+    the tiles resized back; later versions pad it to full width. A square image has no leftover: both agree."""
+    import torch
+
+    tall, square = Image.new("RGB", (32, 90), (200, 30, 30)), Image.new("RGB", (32, 32), (30, 200, 30))
+    for pixel in range(0, 90, 3):  # a pattern, so that a shifted tile differs
+        tall.putpixel((pixel % 32, pixel), (0, 0, 255))
+    pixels = {}
+    for padding in ("upstream", "centered"):
+        vlm = VisionLanguageModel(tiny_models / "llava_next", "llava_next", device="cpu", anyres_padding=padding,
+                                  image_backend="pil")  # fmt: skip
+        pixels[padding] = [vlm.preprocess([image], ["[INST] <image>\nWhat?[/INST]"])["pixel_values"] for image in (tall, square)]
+        assert vlm.generation_settings()["anyres_padding"] == padding
+    assert not torch.equal(pixels["upstream"][0], pixels["centered"][0])
+    assert torch.equal(pixels["upstream"][1], pixels["centered"][1])

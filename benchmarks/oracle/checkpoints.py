@@ -5,7 +5,7 @@ later revisions. Both stacks load these same files (make oracle; benchmarks/ORAC
 
     python checkpoints.py TOKENIZERS_DIR OUT_DIR
 
-TOKENIZERS_DIR holds the real tokenizers fetched at install time (vlmrepro/data/tokenizers.yaml).
+TOKENIZERS_DIR holds the real tokenizers fetched at install time (.reference/tokenizers, vlmrepro/data/reference_files.yaml).
 Runs under Python 3.10 and transformers 4.40 only: it imports nothing of the project.
 """
 

@@ -1,7 +1,7 @@
 """The differential check (make oracle): the paper's loops under upstream's own stack against this workflow's
 rules under its pinned stack, on the same tiny checkpoints and images, answer for answer.
 
-1. Real tokenizers (vlmrepro/data/tokenizers.yaml), tiny random-weight checkpoints of the paper's architectures
+1. Real tokenizers (vlmrepro/data/reference_files.yaml), tiny random-weight checkpoints of the paper's architectures
    written by transformers 4.40 in their paper-era hub layout (checkpoints.py, in .venv-oracle), an open_clip ViT,
    and small datasets shaped like the paper's (Caltech101's 101+ classes, StanfordCars' long names, ImageWikiQA's
    four-choice questions), made here.
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
-from vlmrepro.tokenizer_files import ensure_tokenizers  # noqa: E402
+from vlmrepro.reference_files import ensure_reference_files  # noqa: E402
 
 # oracle checkpoint (checkpoints.py) -> config.yaml model whose templates, batching and settings our side runs
 MODELS = {
@@ -453,6 +453,21 @@ def report(rows: list, versions: dict, timings: dict, path: Path) -> None:
             f"{f'{na[0]} / {na[1]}' if na else ''} | {result.get('same_pred', '')} | {result.get('same_text', '')} | "
             f"{delta} | {first_text} | {shown} |"
         )
+    lines += [
+        "",
+        "Notes:",
+        "",
+        "- *Not evaluable*: rows our rules record as `context_overflow` / rows whose batch crashed upstream's run. "
+        "InstructBLIP's StanfordCars closed world needs more than its Q-Former's 512 positions: upstream's run "
+        "crashed there (the paper's N/A cells), ours records every such item with the reason.",
+        "- Prompts are compared in upstream's terms: the image placeholder once (transformers 4.40's LLaVA models "
+        "expanded it themselves) and no query placeholders (4.40's BLIP-2 models placed the queries).",
+        "- Stand-ins: transformers 4.40.0 for upstream's 4.40.0.dev0, with the tokenizers 0.19.1 it requires "
+        "(upstream had 0.15.2); open_clip 2.24 for OpenAI's `clip` package; OPT's tokenizer is GPT-2's BPE, whose "
+        "token boundaries are OPT's but whose ids are in GPT-2's order.",
+        "- What each difference the check found was, and what the workflow does about it: docs/protocol.md, "
+        "\"Differences from upstream's library stack\".",
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -486,7 +501,7 @@ def main() -> int:
     root = Path(args.workdir).resolve()
     shutil.rmtree(root, ignore_errors=True)  # every check from scratch: no result or cache of an earlier run
     root.mkdir(parents=True)
-    tokenizers = ensure_tokenizers()
+    tokenizers = ensure_reference_files() / "tokenizers"
     make_data(root)
     checkpoints = root / "checkpoints"
     subprocess.run([args.oracle_python, str(HERE / "checkpoints.py"), str(tokenizers), str(checkpoints)], check=True,

@@ -78,11 +78,11 @@ def llama_tokenizer(vocab_size: int = 300):
 
 
 def real_llama_tokenizer(name: str, padding_side: str = "left"):
-    """The real Llama-2 (Vicuna) or Mistral tokenizer (fetched at install time, vlmrepro/data/tokenizers.yaml) with
+    """The real Llama-2 (Vicuna) or Mistral tokenizer (fetched at install time, vlmrepro/data/reference_files.yaml) with
     llava-hf's added tokens, <image> and <pad>."""
     from transformers import LlamaTokenizer
 
-    from ..tokenizer_files import tokenizer_dir
+    from ..reference_files import tokenizer_dir
 
     tok = LlamaTokenizer(
         tokenizer_file=str(tokenizer_dir(name) / "tokenizer.json"),
@@ -95,41 +95,29 @@ def real_llama_tokenizer(name: str, padding_side: str = "left"):
     return tok
 
 
-def real_opt_tokenizer():
-    """OPT's tokenizer on GPT-2's real byte-level BPE (OPT numbers the same tokens in another order)."""
-    from transformers import GPT2Tokenizer
-
-    from ..tokenizer_files import tokenizer_dir
-
-    folder = tokenizer_dir("gpt2")
-    merges = [tuple(line.split(" ")) for line in (folder / "merges.txt").read_text().splitlines()[1:] if line]
-    return GPT2Tokenizer(
-        vocab=json.loads((folder / "vocab.json").read_text()),
-        merges=merges,
-        bos_token="</s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        padding_side="left",
-        add_bos_token=True,
-    )
-
-
 def real_bert_tokenizer():
     """bert-base-uncased's WordPiece: the Q-Former's instruction tokenizer."""
     from transformers import BertTokenizer
 
-    from ..tokenizer_files import tokenizer_dir
+    from ..reference_files import tokenizer_dir
 
     tokens = (tokenizer_dir("bert") / "vocab.txt").read_text().split("\n")[:-1]
     return BertTokenizer(vocab={t: i for i, t in enumerate(tokens)})
 
 
-def opt_tokenizer(vocab_size: int = 400):
-    """GPT-2-style byte-level BPE that starts every text with '</s>', as OPT (BLIP-2) does."""
+def opt_tokenizer(vocab_size: int = 400, real: bool = False):
+    """GPT-2-style byte-level BPE that starts every text with '</s>', as OPT (BLIP-2) does: trained on the protocol's
+    prompts, or (``real``) GPT-2's own BPE, whose token boundaries are OPT's (OPT numbers them in another order)."""
     from transformers import GPT2Tokenizer
 
-    vocab, merges = _bpe_vocab(byte_level=True, vocab_size=vocab_size)
+    if real:
+        from ..reference_files import tokenizer_dir
+
+        folder = tokenizer_dir("gpt2")
+        vocab = json.loads((folder / "vocab.json").read_text())
+        merges = [tuple(line.split(" ")) for line in (folder / "merges.txt").read_text().splitlines()[1:] if line]
+    else:
+        vocab, merges = _bpe_vocab(byte_level=True, vocab_size=vocab_size)
     return GPT2Tokenizer(
         vocab=vocab,
         merges=merges,
@@ -260,7 +248,7 @@ def build_tiny_vlm(family: str, out_dir, spec: dict | None = None) -> None:
             encoder_hidden_size=spec["vision_width"],
         )
         if family == "blip2":
-            tok = real_opt_tokenizer() if real else opt_tokenizer()
+            tok = opt_tokenizer(real=real)
             processor = tf.Blip2Processor(image_processor=image_processor, tokenizer=tok, num_query_tokens=nq)
             text = tf.OPTConfig(
                 vocab_size=len(tok),

@@ -1,15 +1,15 @@
-"""The real tokenizers fetched at install time (vlmrepro/data/tokenizers.yaml): each gives the published ids."""
+"""The real tokenizers fetched at install time (vlmrepro/data/reference_files.yaml): each gives the published ids."""
 
 import json
 
 import pytest
 
-from vlmrepro import tokenizer_files
+from vlmrepro import reference_files
 
 
 @pytest.fixture(scope="module")
 def root():
-    return tokenizer_files.ensure_tokenizers()
+    return reference_files.ensure_reference_files() / "tokenizers"
 
 
 def test_llama2_and_mistral_give_their_models_ids(root):
@@ -37,12 +37,21 @@ def test_gpt2_and_bert_vocabularies(root):
 
 
 def test_a_file_that_does_not_match_its_pin_is_never_written(tmp_path, monkeypatch):
-    pin = {**tokenizer_files.pins()["bert"], "files": {"vocab.txt": "0" * 64}}
-    with pytest.raises(RuntimeError, match="tokenizer bert: vocab.txt .* expected 0000"):
-        tokenizer_files.fetch_tokenizer("bert", pin, tmp_path)
-    assert not (tmp_path / "bert").exists()
+    pin = {**reference_files.pins()["tokenizers"]["bert"], "files": {"vocab.txt": "0" * 64}}
+    with pytest.raises(RuntimeError, match="tokenizers bert: vocab.txt .* expected 0000"):
+        reference_files.fetch_entry("tokenizers", "bert", pin, tmp_path)
+    assert not (tmp_path / "tokenizers" / "bert").exists()
 
 
 def test_a_missing_tokenizer_names_the_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="make venv"):
-        tokenizer_files.tokenizer_dir("llama2", tmp_path)
+        reference_files.tokenizer_dir("llama2", tmp_path)
+
+
+def test_class_lists_have_their_datasets_sizes():
+    """StanfordCars' 196 official names, Flowers102's 102 and Caltech101's 102 as CLIP prompts them."""
+    sizes = {}
+    for name in ("stanford_cars", "flowers102", "caltech101"):
+        folder = reference_files.reference_dir("class_lists", name, reference_files.ensure_reference_files())
+        sizes[name] = len(json.loads((folder / "classes.json").read_text()))
+    assert sizes == {"stanford_cars": 196, "flowers102": 102, "caltech101": 102}
