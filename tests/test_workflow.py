@@ -32,12 +32,11 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     # Table 2: 2 VLMs x (3 more wordings x 4 datasets + fixed order and CoT x 3 datasets) = 36
     # Table 9: 2 VLMs x 4 K x 4 datasets = 32
     # Table 5: 7 VLMs + LLaVA w/ GT class + 2 fine-tuned; Table 4: 3 caption-tuned models
-    # padding table (3 datasets): BLIP-2's 4 fast-batching cells; InstructBLIP-7B/13B's fixed order, K=2, K=100
-    # and the 4 fast-batching cells (random order is Table 1's)
-    padding = 3 * 4 + 2 * 3 * 7
+    # padding table (3 datasets): BLIP-2's 4 fast-batching cells (InstructBLIP pads left: no padding cells)
+    padding = 3 * 4
     assert jobs["gather_outputs"] == 49 + 36 + 32 + 11 + 10 + 3 + 1 + padding  # + fine-tuned evaluations (+ §4.3)
     # each output generated in shards (datasets.<name>.shards: Flowers and Cars 4, Caltech 2)
-    assert jobs["generate"] == 1000 + (4 + 2 * 7) * (4 + 4 + 2)
+    assert jobs["generate"] == 1000 + 4 * (4 + 4 + 2)
     # Table 1: 2 CLIPs x 4 datasets; Table 9: CLIP-L x 4 K x 4 datasets
     assert jobs["clip_zero_shot"] == 8 + 16
     assert jobs["download_model"] == 9 + 1  # + Vicuna-7B-v1.5, the LoRA merge base
@@ -95,8 +94,8 @@ def test_slurm_profile_plans_gpu_jobs(tmp_path, monkeypatch):
     for variable in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
         monkeypatch.delenv(variable, raising=False)
     proc = snakemake("--profile", str(REPO / "profiles" / "slurm"), "-n", workdir=tmp_path)
-    # 193 outputs, ImageNet's in 25 shards and others in 2-4 (without an OpenAI key, not the caption fine-tunes')
-    assert planned_jobs(proc.stdout)["generate"] == 1170
+    # 151 outputs, ImageNet's in 25 shards and others in 2-4 (without an OpenAI key, not the caption fine-tunes')
+    assert planned_jobs(proc.stdout)["generate"] == 1030
 
     def resources(rule):  # the resources line of the rule's first planned job
         return re.search(rf"^rule {rule}:\n(?:    .*\n)*?    resources: (.*)$", proc.stdout, re.M)[1]
