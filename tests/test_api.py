@@ -221,6 +221,38 @@ def test_success_request_layout(server, tmp_path, provider):
         assert record == {**copied, **expected, "model_reported": f"{MODELS[provider]}-2024-mock"}
 
 
+def test_gif_and_webp_images_go_as_the_png_of_their_first_frame_in_rgb(server, tmp_path):
+    import io
+
+    queries = make_queries(tmp_path, 2)
+    frames = [Image.new("P", (8, 8), 1), Image.new("P", (8, 8), 2)]
+    for frame in frames:
+        frame.putpalette([0, 0, 0, 200, 10, 10, 10, 200, 10] + [0] * 759)
+    gif, webp = tmp_path / "animated.gif", tmp_path / "image.webp"
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    Image.new("RGBA", (8, 8), (10, 20, 200, 128)).save(webp, lossless=True)
+    queries[0]["path"], queries[1]["path"] = str(gif), str(webp)
+    records, _, _ = run(make_model(server, "openai"), queries, tmp_path)
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    sent = []
+    for request in server.requests:
+        url = request["body"]["messages"][0]["content"][1]["image_url"]["url"]
+        assert url.startswith("data:image/png;base64,")
+        sent.append(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+    assert [image.mode for image in sent] == ["RGB", "RGB"]
+    assert sent[0].getpixel((0, 0)) == (200, 10, 10)  # the first frame, not the second
+    assert sent[1].getpixel((0, 0)) == Image.open(webp).convert("RGB").getpixel((0, 0))
+
+
+def test_an_unreadable_image_stops_naming_its_file(server, tmp_path):
+    queries = make_queries(tmp_path, 1)
+    broken = tmp_path / "broken.gif"
+    broken.write_bytes(b"not an image")
+    queries[0]["path"] = str(broken)
+    with pytest.raises(ValueError, match="broken.gif"):
+        run(make_model(server, "openai"), queries, tmp_path)
+
+
 def test_openai_max_tokens_only_when_given(server, tmp_path):
     run(make_model(server, "openai", max_tokens=50), make_queries(tmp_path, 1), tmp_path)
     assert server.requests[0]["body"]["max_tokens"] == 50
@@ -374,6 +406,7 @@ def test_every_echoed_form_of_a_key_is_scrubbed():
 
     key = "sk-a/b+c=d\u00e9"
     echoes = [key, repr(key)[1:-1], json.dumps(key)[1:-1], "sk-a%2Fb%2Bc%3Dd%C3%A9", "sk-a%2Fb%2Bc%3Dd%C3%A9"]
+    echoes += ["sk-a/b%2Bc%3Dd%C3%A9", "sk-a\\/b+c=d\\u00e9"]  # quote()'s default keeps "/"; JSON may escape it
     echoes.append(key.encode("unicode_escape").decode())
     text = scrub(" | ".join(echoes), key)
     assert "sk-a" not in text and text.count("***") == len(echoes)

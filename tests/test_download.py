@@ -24,7 +24,7 @@ import pytest
 import vlmrepro.io
 from vlmrepro import download
 from vlmrepro.download import ChecksumError, extract_archive, fetch, file_digest, parse_checksum, verify_checksum
-from vlmrepro.io import atomic_open, atomic_path, read_jsonl, write_json, write_jsonl, write_text
+from vlmrepro.io import atomic_dir, atomic_open, atomic_path, read_jsonl, write_json, write_jsonl, write_text
 
 PAYLOAD = b"upstream manifest\n" * 1000 + bytes(range(256))
 
@@ -585,6 +585,23 @@ def test_atomic_output_gets_the_mode_the_umask_gives(tmp_path, umask, mode):
     finally:
         os.umask(old)
     assert (tmp_path / "out.txt").stat().st_mode & 0o777 == mode
+
+
+@pytest.mark.parametrize("umask, mode, folder_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_an_atomic_folder_publishes_what_its_writers_kept_private_with_the_umask(tmp_path, umask, mode, folder_mode):
+    """safetensors writes model.safetensors at 0600 whatever the umask: a fine-tuned model others cannot load."""
+    import torch
+    from safetensors.torch import save_file
+
+    old = os.umask(umask)
+    try:
+        with atomic_dir(tmp_path / "model") as work:
+            (work / "sub").mkdir(parents=True)
+            save_file({"w": torch.zeros(2)}, str(work / "sub" / "model.safetensors"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model" / "sub" / "model.safetensors").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "model" / "sub").stat().st_mode & 0o777 == folder_mode
 
 
 def test_atomic_open_binary_mode(tmp_path):

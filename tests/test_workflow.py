@@ -168,6 +168,20 @@ def test_wrong_type_stops_with_its_name(tmp_path):
     assert "max_new_tokens" in proc.output and "many" in proc.output
 
 
+def test_a_misspelt_world_key_stops_with_its_name(tmp_path):
+    config = copy.deepcopy(DEMO)
+    config["worlds"]["shapes"]["train_per_clas"] = 10  # would leave train_per_class at its default unseen
+    proc = snakemake("-n", "--configfile", write_config(tmp_path, config), workdir=tmp_path, check=False)
+    assert proc.returncode != 0 and "train_per_clas" in proc.output
+
+
+def test_the_schema_lists_every_world_key():
+    from vlmrepro.demo.world import DEFAULT_SPEC
+
+    schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
+    assert set(schema["properties"]["worlds"]["additionalProperties"]["properties"]) == set(DEFAULT_SPEC)
+
+
 def test_dangling_reference_stops_with_the_key(tmp_path):
     config = copy.deepcopy(DEMO)
     config["tables"]["table1"]["groups"][0]["models"].append("tiny-llava-typo")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -182,13 +183,23 @@ def _retry_after(exc: Exception) -> float | None:
         return None
 
 
-def _media_type(path: str) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in MEDIA_TYPES:
-        raise ValueError(
-            f"{path}: cannot send a {suffix or 'suffix-less'} image; expected one of {sorted(MEDIA_TYPES)}"
-        )
-    return MEDIA_TYPES[suffix]
+def image_payload(path: str) -> tuple[bytes, str]:
+    """The bytes and media type sent for the image at ``path``. JPEG and PNG files go as they are; any other format
+    Pillow reads (GIF, WebP, BMP, ...) goes as a PNG of its first frame in RGB, the pixels upstream's
+    ``Image.open(path).convert("RGB")`` gave its models. An unreadable file raises, naming it."""
+    media_type = MEDIA_TYPES.get(Path(path).suffix.lower())
+    if media_type is not None:
+        return Path(path).read_bytes(), media_type
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")  # the first frame of an animation
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{path}: not an image Pillow can read ({exc})") from None
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="PNG")
+    return buffer.getvalue(), "image/png"
 
 
 def _cache_key(model: ApiModel, text: str, image_sha256: str | None, media_type: str, call: int) -> str:
@@ -269,8 +280,7 @@ def run_api_generation(
         if query.get("skip"):
             return {**record, "status": "skipped_image", "reason": query["skip"]}, 0
         path = query.get("path")
-        image = Path(path).read_bytes() if path else None
-        mime = _media_type(path) if path else "image/jpeg"
+        image, mime = image_payload(path) if path else (None, "image/jpeg")
         image_sha = hashlib.sha256(image).hexdigest() if image is not None else None
         sent = 0
         for call in range(calls_per_item):

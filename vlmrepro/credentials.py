@@ -24,12 +24,14 @@ def scrub(text: str, secret: str | None) -> str:
     JSON, percent-encoded) replaced by ``***``."""
     if not secret:
         return text
+    json_forms = {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
     forms = {
         secret,
         secret.encode("unicode_escape").decode("ascii"),
-        json.dumps(secret)[1:-1],
-        urllib.parse.quote(secret, safe=""),
-        urllib.parse.quote_plus(secret),
+        *json_forms,
+        *(form.replace("/", "\\/") for form in json_forms),  # JSON may escape "/" (PHP's and Java's encoders do)
+        *(urllib.parse.quote(secret, safe=safe) for safe in ("", "/")),  # quote()'s default keeps "/"
+        *(urllib.parse.quote_plus(secret, safe=safe) for safe in ("", "/")),
     }
     for form in sorted(forms, key=len, reverse=True):
         text = text.replace(form, "***")

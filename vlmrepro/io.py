@@ -62,6 +62,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def _apply_umask(folder: Path) -> None:
+    """Give everything under ``folder`` the modes a plain open() or mkdir() would: writers such as safetensors
+    create private (0600) files, which other users of a shared results folder could not read."""
+    mask = _umask()
+    for entry in [folder, *folder.rglob("*")]:
+        if entry.is_symlink():
+            continue
+        executable = entry.is_dir() or entry.stat().st_mode & 0o111
+        os.chmod(entry, (0o777 if executable else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh ``<path>.part`` folder to fill; on success it replaces ``path``, on any error (a full disk named
@@ -72,6 +83,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         with naming_full_disk(path):
             yield work
+            _apply_umask(work)
             shutil.rmtree(path, ignore_errors=True)
             os.replace(work, path)
     finally:
