@@ -8,7 +8,7 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 
-from vlmrepro import cluster
+from vlmrepro import cluster, config_snapshot
 
 # config.yaml is the full paper. A config given with --configfile (the demo, your own run) replaces it whole instead
 # of being merged into it, so no paper model or dataset leaks into another configuration. A site config, which holds
@@ -16,6 +16,10 @@ from vlmrepro import cluster
 if all(cluster.is_site_config(f) for f in workflow.overwrite_configfiles):
 
     configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+# Every job of a run sees the configuration the run started with, whatever happens to the files meanwhile.
+config_snapshot.pin_to_run_start(workflow, config)
 
 
 include: "rules/common.smk"

@@ -5,6 +5,7 @@ import copy
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -233,6 +234,44 @@ def test_bad_checksum_fails_naming_the_url_and_keeps_nothing(tmp_path):
     assert proc.returncode != 0
     assert "cars.jsonl" in proc.output and "expected 000000" in proc.output
     assert not list((tmp_path / "resources/upstream/cars").glob("*"))
+
+
+@pytest.mark.slow
+def test_a_config_edited_during_a_run_changes_none_of_its_jobs(tmp_path):
+    """Jobs started as processes of their own (run: rules without --force-use-threads, cluster jobs) parse the
+    workflow again: they must plan with the configuration the run started with, not the file as it is by then."""
+    import os
+    import subprocess
+
+    from conftest import BIN
+    from PIL import Image
+
+    for i in range(3):
+        (tmp_path / "images/cars_test").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / f"images/cars_test/{i:05d}.jpg")
+    configfile = Path(local_dataset_config(tmp_path, directory=tmp_path / "images"))
+    original = configfile.read_text()
+    question = yaml.safe_load(original)["settings"]["open_world"]["question"]
+    edited = original.replace(question, "Which vehicle is this?")
+    target = "results/queries/cars/open_world.jsonl"
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1"]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    with subprocess.Popen(
+        [*cmd, target, "--configfile", str(configfile)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    ) as run:
+        for line in run.stdout:  # the workflow is parsed: its jobs (downloads first) have not started yet
+            if "Building DAG of jobs" in line:
+                configfile.write_text(edited)
+                break
+        log = line + run.stdout.read()
+    assert run.returncode == 0, log[-3000:]
+    planned = [json.loads(row)["question"] for row in (tmp_path / target).read_text().splitlines()]
+    assert planned and all(question in text for text in planned), planned
+    # the file restored: the plan is the one it describes; edited again: the plan reruns with the new question
+    configfile.write_text(original)
+    assert "Nothing to be done" in snakemake("-n", target, "--configfile", str(configfile), workdir=tmp_path).output
+    configfile.write_text(edited)
+    assert "plan_queries" in snakemake("-n", target, "--configfile", str(configfile), workdir=tmp_path).output
 
 
 # --- the embedded demo, run once -----------------------------------------------------------------------------
