@@ -14,12 +14,18 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def snakemake(*args, workdir, check=True, timeout=1200):
-    """Run the workflow of this repository in ``workdir`` (its own .snakemake metadata). The bookkeeping rules
-    (``run:``) execute in threads, as under the README's profiles: in a process of their own each would parse the
-    whole workflow again (~3 s a job)."""
+def snakemake_command(*args, workdir, threads=True):
+    """The command and environment that run the workflow of this repository in ``workdir`` (its own .snakemake
+    metadata). With ``threads`` the bookkeeping rules (``run:``) execute in threads, as under the README's profiles:
+    in a process of their own each would parse the whole workflow again (~3 s a job)."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HOME": str(Path(workdir) / ".hf")}
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--force-use-threads", *args]
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    return [*cmd, *(["--force-use-threads"] if threads else []), *args], env
+
+
+def snakemake(*args, workdir, check=True, timeout=1200):
+    """Run the workflow (see :func:`snakemake_command`) to its end."""
+    cmd, env = snakemake_command(*args, workdir=workdir)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     proc.output = proc.stdout + proc.stderr  # Snakemake prints errors to either stream
     if check and proc.returncode != 0:

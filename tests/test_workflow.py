@@ -240,10 +240,9 @@ def test_bad_checksum_fails_naming_the_url_and_keeps_nothing(tmp_path):
 def test_a_config_edited_during_a_run_changes_none_of_its_jobs(tmp_path):
     """Jobs started as processes of their own (run: rules without --force-use-threads, cluster jobs) parse the
     workflow again: they must plan with the configuration the run started with, not the file as it is by then."""
-    import os
     import subprocess
 
-    from conftest import BIN
+    from conftest import snakemake_command
     from PIL import Image
 
     for i in range(3):
@@ -254,11 +253,8 @@ def test_a_config_edited_during_a_run_changes_none_of_its_jobs(tmp_path):
     question = yaml.safe_load(original)["settings"]["open_world"]["question"]
     edited = original.replace(question, "Which vehicle is this?")
     target = "results/queries/cars/open_world.jsonl"
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1"]
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    with subprocess.Popen(
-        [*cmd, target, "--configfile", str(configfile)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    ) as run:
+    cmd, env = snakemake_command("--cores", "1", target, "--configfile", str(configfile), workdir=tmp_path, threads=False)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as run:
         for line in run.stdout:  # the workflow is parsed: its jobs (downloads first) have not started yet
             if "Building DAG of jobs" in line:
                 configfile.write_text(edited)

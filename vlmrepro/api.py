@@ -185,16 +185,18 @@ def _retry_after(exc: Exception) -> float | None:
 
 def image_payload(path: str) -> tuple[bytes, str]:
     """The bytes and media type sent for the image at ``path``. JPEG and PNG files go as they are; any other format
-    Pillow reads (GIF, WebP, BMP, ...) goes as a PNG of its first frame in RGB, the pixels upstream's
-    ``Image.open(path).convert("RGB")`` gave its models. An unreadable file raises, naming it."""
+    Pillow reads (GIF, WebP, BMP, ...) goes as a PNG of its first frame in 8-bit RGB, as the local models load it
+    (:func:`vlmrepro.evaluate.load_rgb`, upstream's ``Image.open(path).convert("RGB")``). An unreadable file
+    raises, naming it."""
     media_type = MEDIA_TYPES.get(Path(path).suffix.lower())
     if media_type is not None:
         return Path(path).read_bytes(), media_type
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from .evaluate import load_rgb
 
     try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")  # the first frame of an animation
+        rgb = load_rgb(path)  # the first frame of an animation
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path}: not an image Pillow can read ({exc})") from None
     buffer = io.BytesIO()

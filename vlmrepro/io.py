@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -67,10 +68,12 @@ def _apply_umask(folder: Path) -> None:
     create private (0600) files, which other users of a shared results folder could not read."""
     mask = _umask()
     for entry in [folder, *folder.rglob("*")]:
-        if entry.is_symlink():
+        mode = entry.lstat().st_mode
+        if stat.S_ISLNK(mode):
             continue
-        executable = entry.is_dir() or entry.stat().st_mode & 0o111
-        os.chmod(entry, (0o777 if executable else 0o666) & ~mask)
+        wanted = (0o777 if stat.S_ISDIR(mode) or mode & 0o111 else 0o666) & ~mask
+        if mode & 0o777 != wanted:  # an extracted archive's million files mostly have it already
+            os.chmod(entry, wanted)
 
 
 @contextlib.contextmanager
