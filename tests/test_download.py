@@ -686,3 +686,17 @@ def test_read_jsonl_skips_blank_lines_and_names_bad_line(tmp_path):
     with pytest.raises(ValueError) as info:
         read_jsonl(path)
     assert str(path) in str(info.value) and "line 2" in str(info.value)
+
+
+def test_a_locally_built_models_revision_names_its_weights(tmp_path):
+    """Tiny and demo models are rebuilt by their rules: the revision every cache key names changes with the weights
+    (and a fine-tune's identity with its base's revision)."""
+    from vlmrepro.backends import read_revision
+    from vlmrepro.download import write_content_revision
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    first = write_content_revision(tmp_path, "tiny")
+    assert read_revision(tmp_path) == first and first.startswith("tiny:sha256:")
+    assert write_content_revision(tmp_path, "tiny") == first  # its own REVISION file is not hashed
+    (tmp_path / "model.safetensors").write_bytes(b"retrained")
+    assert write_content_revision(tmp_path, "tiny") != first

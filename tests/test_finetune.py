@@ -258,7 +258,7 @@ def test_checkpoints_of_an_earlier_base_model_are_discarded(tmp_path):
     base = tmp_path / "base"
     base.mkdir()
     (base / "model.safetensors").write_bytes(b"old")
-    job = {"base_dir": str(base), "checkpoint_dir": str(tmp_path / "ckpt"), "lr": 1e-3}
+    job = {"base_dir": str(base), "checkpoint_dir": str(tmp_path / "ckpt"), "lr": 1e-3, "examples": []}
     _discard_checkpoints_of_other_settings(job)
     (tmp_path / "ckpt" / "checkpoint-5").mkdir()
     _discard_checkpoints_of_other_settings(job)
@@ -483,3 +483,46 @@ def test_every_answer_ends_with_the_token_generation_stops_at(tiny_models, examp
     answer = [t for t in batch["labels"][0].tolist() if t != -100]
     assert answer[-1] == newline and processor.tokenizer.eos_token_id not in answer
     assert processor.tokenizer.decode(answer) == " blue square\n"
+
+
+def test_training_images_replaced_under_the_same_names_retrain_and_rename_the_model(tiny_models, examples, tmp_path):
+    """The fine-tuned model is keyed by its training images' contents: replacing them (same paths, new hashes, as a
+    rerun split records them) neither resumes the old checkpoints nor keeps the old revision, which every cache key
+    of its evaluation names."""
+    import shutil
+
+    hashed = [dict(e, sha256=f"{i:064x}") for i, e in enumerate(examples)]
+    first = run(job(tmp_path, tiny_models / "llava", "llava", "projector", hashed, epochs=2))
+    old_revision = (tmp_path / "out" / "REVISION").read_text()
+    shutil.rmtree(tmp_path / "out")
+    replaced = [dict(e, sha256=f"{i + 1:064x}") for i, e in enumerate(examples)]
+    again = run(job(tmp_path, tiny_models / "llava", "llava", "projector", replaced, epochs=2))
+    assert len(again["losses"]) == len(first["losses"]) == 2 * (len(examples) // 8)  # trained from the start
+    assert (tmp_path / "out" / "REVISION").read_text() != old_revision
+
+
+def test_training_identity_covers_recipe_base_revision_and_image_contents_not_locations(tmp_path):
+    from vlmrepro.finetune import finetune_job, training_identity
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "REVISION").write_text("abc\n")
+    queries = tmp_path / "train.jsonl"
+    rows = [{"item": 0, "path": "/data/a.png", "label": "cat", "sha256": "1" * 64}]
+    queries.write_text(json.dumps(rows[0]) + "\n")
+
+    def identity(params=None, where="x", sha="1" * 64, revision="abc"):
+        (base / "REVISION").write_text(revision + "\n")
+        queries.write_text(json.dumps(dict(rows[0], sha256=sha)) + "\n")
+        spec = finetune_job(
+            {"prompt": PROMPT, "answer": "label", "epoch_eval": None, "lr": 1e-3, **(params or {})},
+            {"base": str(base), "queries": str(queries)},
+            family="llava", device="cpu", checkpoint_dir=f"{where}/ckpt", out_dir=f"{where}/out",
+            log_file=f"{where}/log", workers=2,
+        )  # fmt: skip
+        assert spec["examples"][0]["sha256"] == sha
+        return training_identity(spec)
+
+    same = identity()
+    assert identity(where="elsewhere") == same  # where it runs and writes is not what it is
+    assert len({same, identity(sha="2" * 64), identity(revision="def"), identity({"lr": 2e-3})}) == 4

@@ -34,6 +34,24 @@ def file_digest(path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
+def folder_digest(folder, skip=("REVISION",)) -> str:
+    """sha256 over every file of ``folder`` (recursively, symbolic links followed): its relative path and the sha256
+    of its contents, so that a model folder's revision names its weights, not where it lies."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in skip):
+        digest.update(f"{path.relative_to(folder)}\0{file_digest(path, 'sha256')}\n".encode())
+    return digest.hexdigest()
+
+
+def write_content_revision(folder, kind: str) -> str:
+    """Record a locally built model's revision as ``<kind>:sha256:<folder digest>`` (read by
+    ``backends.read_revision``): results and caches made with other weights never pass for its own."""
+    revision = f"{kind}:sha256:{folder_digest(folder)}"
+    (Path(folder) / "REVISION").write_text(revision + "\n")
+    return revision
+
+
 def parse_checksum(checksum: str) -> tuple[str, str]:
     algorithm, sep, expected = checksum.partition(":")
     if not sep or algorithm not in hashlib.algorithms_available or not expected:

@@ -20,7 +20,6 @@ several GPUs as ``python -m vlmrepro.finetune job.json`` under ``torchrun`` (the
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -34,7 +33,9 @@ from pathlib import Path
 import torch
 
 from .backends import read_revision
+from .cache import cache_key
 from .datasets import processor_mean_colour
+from .instruction_mix import image_of
 from .io import atomic_dir, naming_full_disk, read_jsonl, write_json, write_text
 
 TRAINABLE = {
@@ -330,14 +331,26 @@ def trained_parameter_names(model) -> list[str]:
     return [name for name, p in model.named_parameters() if p.requires_grad]
 
 
+# where the job runs and writes, not what it trains: left out of the fine-tuned model's identity
+RUN_LOCATION_KEYS = ("checkpoint_dir", "out_dir", "log_file", "workers", "device", "base_dir", "merge_base_dir")
+
+
+def training_identity(job: dict) -> str:
+    """sha256 of everything a fine-tuned model is made of: the recipe, the base model's revision (and the merge
+    base's), and every training example by its text and its image's content hash (its path where none was
+    recorded). It is the model's revision (``finetuned:sha256:<identity>``), so every cache key and result made with
+    the model names it, and the key its checkpoints are resumed under."""
+    recipe = {k: v for k, v in job.items() if k not in RUN_LOCATION_KEYS and k != "examples"}
+    examples = [[e.get("sha256") or e["path"], e["segments"]] for e in job["examples"]]
+    return cache_key(recipe, examples)
+
+
 def _discard_checkpoints_of_other_settings(job: dict) -> None:
-    """Checkpoints resume only the same training: a changed recipe (lr, epochs, data…) or a changed base model (its
-    files rewritten, e.g. a demo model retrained by its rule) starts afresh."""
-    keys = sorted(k for k in job if k not in ("checkpoint_dir", "out_dir", "log_file", "workers", "device"))
+    """Checkpoints resume only the same training: a changed recipe (lr, epochs…), training data (an image replaced
+    under the same name) or base model (its files rewritten, e.g. a demo model retrained by its rule) starts
+    afresh."""
     base = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(job["base_dir"]).iterdir())
-    fingerprint = hashlib.sha256(
-        json.dumps({"job": {k: job[k] for k in keys}, "base": base}, sort_keys=True, default=str).encode()
-    ).hexdigest()
+    fingerprint = cache_key(training_identity(job), base)
     folder, stamp = Path(job["checkpoint_dir"]), Path(job["checkpoint_dir"]) / "SETTINGS"
     if folder.is_dir() and (not stamp.is_file() or stamp.read_text() != fingerprint):
         if int(os.environ.get("LOCAL_RANK", "0")) == 0:
@@ -657,7 +670,7 @@ def run(job: dict) -> dict:
             model.save_pretrained(work)
             processor.tokenizer.padding_side = "left"
             processor.save_pretrained(work)
-            (work / "REVISION").write_text(f"finetuned:{job['base_revision']}\n")
+            (work / "REVISION").write_text(f"finetuned:sha256:{training_identity(job)}\n")
             (work / "recipe.json").write_text(json.dumps(recipe, indent=1, default=str) + "\n")
     return {
         "losses": losses,
@@ -675,16 +688,17 @@ def training_examples(params: dict, inputs: Mapping[str, str]) -> list[dict]:
         return read_jsonl(inputs["mix"])
     if "captions" in inputs:  # one caption per training image
         rows = read_jsonl(inputs["captions"])
-        paths = {q["item"]: q["path"] for q in read_jsonl(inputs["queries"])}
+        images = {q["item"]: image_of(q) for q in read_jsonl(inputs["queries"])}
         examples = [
-            {"path": paths[r["item"]], "segments": [[params["prompt"], r["pred"]]]} for r in rows if r["status"] == "ok"
+            {**images[r["item"]], "segments": [[params["prompt"], r["pred"]]]} for r in rows if r["status"] == "ok"
         ]
         print(f"{len(examples)} captions ({len(rows) - len(examples)} training images without one)")
         return examples
     answer = blip_caption_label if params["answer"] == "blip_caption" else (lambda label: label)
     return [
-        {"path": q["path"], "segments": [[params["prompt"], answer(q["label"])]]} for q in read_jsonl(inputs["queries"])
+        {**image_of(q), "segments": [[params["prompt"], answer(q["label"])]]} for q in read_jsonl(inputs["queries"])
     ]
+
 
 
 def finetune_job(params: dict, inputs: Mapping[str, str], *, family: str, device: str, checkpoint_dir: str,
@@ -703,6 +717,7 @@ def finetune_job(params: dict, inputs: Mapping[str, str], *, family: str, device
         "base_revision": read_revision(inputs["base"]),
         # the plain language model LoRA adapters are merged onto (upstream: lmsys/vicuna-7b-v1.5), if any
         "merge_base_dir": inputs.get("merge_base"),
+        **({"merge_base_revision": read_revision(inputs["merge_base"])} if "merge_base" in inputs else {}),
         "examples": examples,
         "checkpoint_dir": checkpoint_dir,
         "out_dir": out_dir,

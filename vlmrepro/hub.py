@@ -4,7 +4,6 @@ directory and copied into every output made with the model."""
 from __future__ import annotations
 
 import datetime
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -59,14 +58,10 @@ def link_local_checkpoint(source, out_dir) -> str:
     """Link every entry of the checkpoint folder ``source`` into ``out_dir`` (atomically) and record, as its
     revision, a digest of every file's path and contents (``local:sha256:<hex>``), which every output made with the
     model carries and every cache key includes; returns it."""
-    from .download import file_digest
+    from .download import folder_digest
 
     source = Path(source).resolve()
-    files = sorted(p for p in source.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{path.relative_to(source)}\0{file_digest(path, 'sha256')}\n".encode())
-    revision = f"local:sha256:{digest.hexdigest()}"
+    revision = f"local:sha256:{folder_digest(source, skip=())}"
     with atomic_dir(out_dir) as tmp:
         tmp.mkdir(parents=True)
         for entry in sorted(source.iterdir()):

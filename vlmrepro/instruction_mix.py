@@ -5,9 +5,10 @@ Upstream concatenates the ImageNet classification conversations (the projector f
 step was not released, so records whose image file is missing are dropped here and counted (text-only records
 have no image and are kept).
 
-A training example is ``{"path": image or None, "segments": [[prompt, answer], ...]}``: one segment per
-assistant turn, rendered with LLaVA's Vicuna v1 template (``--version v1``): the system prompt, then
-``USER: {human} ASSISTANT: {gpt}</s>`` per turn; the loss covers each answer and its ``</s>``.
+A training example is ``{"path": image or None, "sha256": the image's content hash where the split recorded it,
+"segments": [[prompt, answer], ...]}``: one segment per assistant turn, rendered with LLaVA's Vicuna v1 template
+(``--version v1``): the system prompt, then ``USER: {human} ASSISTANT: {gpt}</s>`` per turn; the loss covers each
+answer and its ``</s>``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ def conversation_segments(conversations: list[dict], system: str, where: str = "
     return segments
 
 
+def image_of(query: dict) -> dict:
+    """A training example's image: its path, and its content hash where the split recorded one (the model's identity
+    covers the images' contents, not their names)."""
+    return {"path": query["path"], **({"sha256": query["sha256"]} if "sha256" in query else {})}
+
+
 def _image_path(image: str, roots: dict[str, str], where: str) -> str:
     source, _, rest = image.partition("/")
     if source not in roots:
@@ -56,7 +63,7 @@ def build_mix(
     label) in their seeded order, each entering the mix ``classification_copies`` times; ``corpus``: the
     LLaVA-format records."""
     examples = [
-        {"path": q["path"], "segments": [[classification_prompt, q["label"]]]}
+        {**image_of(q), "segments": [[classification_prompt, q["label"]]]}
         for _ in range(classification_copies)
         for q in classification
     ]

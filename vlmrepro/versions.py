@@ -12,14 +12,15 @@ LOGLIK = 3  # 2: class tokens packed into one pass over the uncopied context cac
 LOGLIK_SCORING = 2  # 2: per-item outcomes and 95 % intervals of Sum, Avg and CFG
 FEATURES = 2  # 2: PIL image processors (upstream's pixels)
 PROBE = 2  # 2: the best epoch's per-item outcomes and its 95 % interval
-FINETUNE = 4  # 3: recipe.json beside the weights; LAVIS schedule and weight-decay rule, pad-to-square, tf32
+FINETUNE = 5  # 3: recipe.json beside the weights; LAVIS schedule and weight-decay rule, pad-to-square, tf32
 # 4: answers end with the token generation stops at (BLIP-2: a newline, as LAVIS)
+# 5: the model's revision names its training identity (recipe, base revision, training images' contents)
 FREQUENCY = 2  # 2: a frequency bin without classes has no accuracy (was 0 %)
-TINY_BUILDER = 2  # 2: the tiny OPT tokenizer adds BOS like facebook/opt's
+TINY_BUILDER = 3  # 2: the tiny OPT tokenizer adds BOS like facebook/opt's; 3: REVISION names the weights' digest
 API = 1
 BENCHMARK = 1
 SYNTHETIC_DATA = 2  # 2: demo images named uniquely (found by file name), text-only synthetic instruction corpus
 WORLD = 3  # the demo world (vlmrepro.demo.world): classes, images, corpora, mini ImageWikiQA
 # 2: four values per fact, all offered by every question; class frequencies balanced over shapes and colours
 # 3: a chain-of-thought MCQ of every class on top of the long tail; short answers name the class only when sure
-WORLD_TRAINING = 1  # its CLIP and LLaVA trainers (vlmrepro.demo.train)
+WORLD_TRAINING = 2  # its CLIP and LLaVA trainers (vlmrepro.demo.train); 2: REVISION names the weights' digest

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from . import world
+from ..download import write_content_revision
 from ..finetune import deterministic_algorithms
 from ..io import read_json, read_jsonl
 
@@ -433,7 +434,7 @@ def train_llava(clip_dir, examples: list[dict], classes: list[dict], out_dir, sp
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / "REVISION").write_text("world:local\n")
+    write_content_revision(out, "world")
     return {
         "losses": losses,
         "steps": total,
