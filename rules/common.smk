@@ -8,6 +8,7 @@ from snakemake.utils import validate
 from vlmrepro import cluster, findings, jobs, registry, versions
 from vlmrepro.api import missing_key
 from vlmrepro.config import check_config, check_config_size
+from vlmrepro.io import folder_state
 
 check_config_size(config)  # before the schema check, which would expand nested YAML aliases
 validate(config, "../schemas/config.schema.yaml")
@@ -129,6 +130,17 @@ def image_inputs(wildcards, dataset=None):
     if ds in ARCHIVE_DATASETS or ds in WORLD_DATASETS:
         return [image_root(ds)]
     return []
+
+
+def image_folder_state(wildcards, dataset=None):
+    """The fingerprint of a user image folder, a param of its splits' preparation: an image replaced in place
+    reruns it. Folders a rule makes are its outputs, which Snakemake tracks itself."""
+    ds = dataset or wildcards.dataset
+    if ds in MCQ_DATASETS:
+        return image_folder_state(wildcards, DATASETS[ds]["mcq"]["images_from"])
+    if ds in ARCHIVE_DATASETS or ds in WORLD_DATASETS or not config["image_change_threads"]:
+        return ""
+    return folder_state(image_root(ds), config["image_change_threads"])
 
 
 def on_bad_image(wildcards):

@@ -129,6 +129,8 @@ rule prepare_split:
         prefix=lambda wc: image_prefix(wc.dataset),
         image_root=lambda wc: image_root(wc.dataset),
         on_bad_image=on_bad_image,
+        # an image replaced in place changes it (not read by the script)
+        images_state=image_folder_state,
     script:
         "../scripts/prepare_split.py"
 

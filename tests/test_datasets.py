@@ -682,3 +682,27 @@ def test_class_names_that_differ_only_in_disguise_are_reported(tmp_path, toy):
     _, report = prepare(toy)
     assert report["disguised_duplicate_classes"] == {"cat": [0, 1, 2, 3], "caf\u00e9": [4, 5]}
     assert report["duplicate_classes"] == {"dog": [6, 7]}
+
+
+def test_a_folders_state_changes_with_any_file_replaced_added_or_removed(tmp_path):
+    import os
+
+    from vlmrepro.io import folder_state
+
+    def state():
+        folder_state.cache_clear()  # computed once per process and folder when the workflow plans
+        return folder_state(str(tmp_path / "images"), 2)
+
+    assert state() == "absent"
+    (tmp_path / "images/a").mkdir(parents=True)
+    (tmp_path / "images/a/1.jpg").write_bytes(b"one")
+    (tmp_path / "images/top.jpg").write_bytes(b"top")
+    first = state()
+    assert first.startswith("2 files") and state() == first
+    (tmp_path / "images/a/1.jpg").write_bytes(b"two")  # same size: the modification time tells
+    os.utime(tmp_path / "images/a/1.jpg", ns=(1, 1))
+    replaced = state()
+    (tmp_path / "images/a/2.jpg").write_bytes(b"new")
+    added = state()
+    (tmp_path / "images/a/2.jpg").unlink()
+    assert len({first, replaced, added}) == 3 and state() == replaced

@@ -270,6 +270,29 @@ def test_a_config_edited_during_a_run_changes_none_of_its_jobs(tmp_path):
     assert "plan_queries" in snakemake("-n", target, "--configfile", str(configfile), workdir=tmp_path).output
 
 
+@pytest.mark.slow
+def test_an_image_replaced_in_place_reruns_its_split_and_records_its_new_hash(tmp_path):
+    """Same name, same folder, new pixels: the plan's fingerprint of the folder (size and mtime of every file)
+    changes, so the split is prepared again and records the new content hash every cache key of the item names."""
+    from PIL import Image
+
+    folder = tmp_path / "images/cars_test"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(folder / f"{i:05d}.jpg")
+    configfile = local_dataset_config(tmp_path, directory=tmp_path / "images")
+    target = "results/data/cars/test.jsonl"
+    snakemake("--cores", "1", target, "--configfile", configfile, workdir=tmp_path)
+    hashes = [json.loads(row)["sha256"] for row in (tmp_path / target).read_text().splitlines()]
+    assert "Nothing to be done" in snakemake("-n", target, "--configfile", configfile, workdir=tmp_path).output
+    Image.new("RGB", (8, 8), (0, 0, 200)).save(folder / "00001.jpg")
+    assert "prepare_split" in snakemake("-n", target, "--configfile", configfile, workdir=tmp_path).output
+    snakemake("--cores", "1", target, "--configfile", configfile, workdir=tmp_path)
+    again = [json.loads(row)["sha256"] for row in (tmp_path / target).read_text().splitlines()]
+    assert again[0] == hashes[0] and again[2] == hashes[2] and again[1] != hashes[1]
+    assert "Nothing to be done" in snakemake("-n", target, "--configfile", configfile, workdir=tmp_path).output
+
+
 # --- the embedded demo, run once -----------------------------------------------------------------------------
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import hashlib
 import json
 import os
 import shutil
@@ -131,3 +133,42 @@ def read_jsonl(path) -> list[dict]:
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}: line {line_no} is not valid JSON ({err.msg})") from None
     return rows
+
+
+def _files_in_tree(folder: str) -> list[tuple[str, int, int]]:
+    """(path, size, mtime) of every file below ``folder``."""
+    files, pending = [], [folder]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    pending.append(entry.path)
+                elif entry.is_file():
+                    info = entry.stat()
+                    files.append((entry.path, info.st_size, info.st_mtime_ns))
+    return files
+
+
+@functools.lru_cache(maxsize=None)
+def folder_state(folder: str, threads: int = 8) -> str:
+    """A fingerprint of every file below ``folder``: its path, size and modification time (not its contents, which
+    the split's preparation hashes). An image replaced in place changes it, so a rule that takes it as a param reruns.
+    The top-level sub-folders (ImageNet's 1,000 classes) are walked by ``threads`` threads, since a network file
+    system answers many ``stat`` calls at once. Computed once per folder and process; ``"absent"`` for a folder that
+    does not exist. Cost: docs/protocol.md#images-changed-in-place."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = os.path.abspath(folder)
+    if not os.path.isdir(root):
+        return "absent"
+    with os.scandir(root) as entries:
+        top = list(entries)
+    found = [(e.path, e.stat().st_size, e.stat().st_mtime_ns) for e in top if not e.is_dir() and e.is_file()]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for files in pool.map(_files_in_tree, [e.path for e in top if e.is_dir()]):
+            found.extend(files)
+    found.sort()
+    digest, cut = hashlib.sha256(), len(root) + 1
+    for path, size, mtime in found:
+        digest.update(f"{path[cut:]}\0{size}\0{mtime}\n".encode())
+    return f"{len(found)} files, size+mtime sha256:{digest.hexdigest()}"
