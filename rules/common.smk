@@ -6,7 +6,7 @@ from types import SimpleNamespace
 from snakemake.utils import validate
 
 from vlmrepro import cluster, findings, jobs, registry, versions
-from vlmrepro.api import missing_key
+from vlmrepro.api import missing_key, retry_state_path, retry_token
 from vlmrepro.config import check_config, check_config_size
 from vlmrepro.io import folder_state
 
@@ -493,6 +493,11 @@ def api_params(wildcards):
         "data_limit": API["data_limit"],
         "protocol": versions.API,
     }
+
+
+def api_retry(wildcards):
+    """Changes while the job's last run left api_error items, which the next run then asks again."""
+    return retry_token(retry_state_path(wildcards.model, wildcards.dataset, wildcards.setting))
 
 
 def benchmark_params(wildcards):

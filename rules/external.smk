@@ -20,6 +20,8 @@ rule api_generate:
         api_jobs=1,
     params:
         run=api_params,
+        # api_error items are asked again on the next run, without --forcerun
+        retry=api_retry,
         # responses are cached outside the outputs: a rerun (or another setting asking the same) never pays twice
         cache="results/api_cache/{model}.jsonl",
     script:

@@ -1,6 +1,6 @@
 import time
 
-from vlmrepro.api import ApiModel, run_api_generation
+from vlmrepro.api import ApiModel, record_retry_state, retry_state_path, run_api_generation
 from vlmrepro.io import read_jsonl, write_json, write_jsonl
 from vlmrepro.smk import running_job
 
@@ -27,3 +27,6 @@ with running_job(snakemake):
         snakemake.output.meta,
         {**run, "models_reported": reported, "seconds": round(time.time() - start, 2)},
     )
+    # read by the next plan: api_error items make the job run again (vlmrepro.api.retry_token)
+    state = retry_state_path(snakemake.wildcards.model, snakemake.wildcards.dataset, snakemake.wildcards.setting)
+    record_retry_state(state, records, snakemake.params.retry)

@@ -5,12 +5,14 @@ The server answers from a per-test script of behaviours and records every reques
 from __future__ import annotations
 
 import base64
+import csv
 import http.server
 import json
 import re
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -29,7 +31,9 @@ ALL = list(PROVIDERS)
 class MockServer:
     """Speaks just enough of the three APIs for the real SDKs. ``script`` is a queue of behaviours: "ok", "429",
     "500", "400", "401", "403", "404" (the error message quotes the key the client sent, as real servers do),
-    "malformed" (HTTP 200, not JSON) and "empty" (HTTP 200, JSON without the answer fields); "ok" once empty."""
+    "malformed" (HTTP 200, not JSON), "empty" (HTTP 200, JSON without the answer fields), "empty_text" (an answer
+    of "") and "no_text" (each provider's answer without text: null content, no text block, a blocked Gemini
+    answer); "ok" once empty."""
 
     def __init__(self):
         self.requests: list[dict] = []
@@ -76,7 +80,7 @@ class MockServer:
             return 200, b'{"choices": [tru', {}
         if behaviour == "empty":
             return 200, b"{}", {}
-        if behaviour != "ok":
+        if behaviour not in ("ok", "empty_text", "no_text"):
             status = int(behaviour)
             sent_key = headers.get("x-goog-api-key") or headers.get("x-api-key") or headers.get("authorization", "")
             message = {401: f"Incorrect API key provided: {sent_key.removeprefix('Bearer ')}"}.get(status, "mock error")
@@ -91,13 +95,16 @@ class MockServer:
             content = body["messages"][0]["content"]
             text = next(part["text"] for part in content if part["type"] == "text")
         answer, reported = f"answer #{number} to {text[:20]}", f"{model}-2024-mock"
+        answer = "" if behaviour == "empty_text" else None if behaviour == "no_text" else answer
         if path.endswith("/chat/completions"):
             choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}
             out = {"id": "c", "object": "chat.completion", "created": 0, "model": reported, "choices": [choice]}
         elif path.endswith("/messages"):
-            content = [{"type": "text", "text": answer}]
+            content = [] if answer is None else [{"type": "text", "text": answer}]
             out = {"id": "m", "type": "message", "role": "assistant", "model": reported, "content": content}
             out.update(stop_reason="end_turn", usage={"input_tokens": 1, "output_tokens": 1})
+        elif answer is None:  # blocked by a safety filter
+            out = {"candidates": [{"finishReason": "SAFETY"}], "promptFeedback": {"blockReason": "SAFETY"}}
         else:
             out = {
                 "candidates": [{"content": {"role": "model", "parts": [{"text": answer}]}}],
@@ -284,7 +291,23 @@ def test_backoff_is_capped(server, tmp_path):
 # --- 3. persistent failures -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("behaviour", ["500", "malformed", "empty"])
+@pytest.mark.parametrize("provider", ALL)
+def test_an_empty_text_is_an_answer_scored_wrong_and_counted(server, tmp_path, provider):
+    """Upstream kept an HTTP 200 with an empty text as the answer: one request, cached, scored wrong, and counted
+    for the page's note."""
+    from vlmrepro.scoring import score_outputs
+    from vlmrepro.tables import partial_note
+
+    server.script.append("empty_text")
+    records, _, _ = run(make_model(server, provider), make_queries(tmp_path, 2), tmp_path)
+    assert len(server.requests) == 2
+    assert [r["status"] for r in records] == ["ok", "ok"] and records[0]["pred"] == ""
+    score = score_outputs([dict(r, label="answer") for r in records])
+    assert score["n_evaluated"] == 2 and score["accuracy"] == pytest.approx(50) and score["n_empty_answers"] == 1
+    assert not partial_note(score)  # evaluated, not missing
+
+
+@pytest.mark.parametrize("behaviour", ["500", "malformed", "empty", "no_text"])
 @pytest.mark.parametrize("provider", ALL)
 def test_persistent_failure_gives_api_error(server, tmp_path, provider, behaviour):
     server.script.extend([behaviour] * 10)
@@ -293,7 +316,9 @@ def test_persistent_failure_gives_api_error(server, tmp_path, provider, behaviou
     [record] = records
     assert record["status"] == "api_error" and "output" not in record and "pred" not in record
     assert len(record["reason"]) <= 300
-    expected = {"500": "500", "malformed": "JSONDecodeError: ", "empty": "MalformedResponse: "}[behaviour]
+    expected = {"500": "500", "malformed": "JSONDecodeError: ", "empty": "MalformedResponse: "}.get(
+        behaviour, "MalformedResponse: the response carries no text"
+    )
     assert expected in record["reason"]
     cache = tmp_path / "cache" / "responses.jsonl"
     assert not cache.exists() or not cache.read_text()  # failures are never cached
@@ -467,14 +492,12 @@ def test_unknown_provider():
 # --- the workflow rule, end to end ----------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_api_rule_runs_scores_caches_and_never_writes_the_key(server, tmp_path):
-    """An API model of the registry on a demo dataset: the api_generate rule through the real OpenAI client, scored
-    by the ordinary rule, up to the report; a forced rerun is served from the response cache; the key is in no file
-    of the run (outputs, cache, logs, tables, report pages)."""
+def api_workflow_config(server, tmp_path, **api) -> str:
+    """The demo's shapes12 dataset, open world, with one API model (the mock server behind the real OpenAI
+    client) as Table 1's only model."""
     import yaml
 
-    from conftest import REPO, snakemake
+    from conftest import REPO
 
     config = yaml.safe_load((REPO / "demo" / "config.yaml").read_text())
     config["datasets"] = {"shapes12": config["datasets"]["shapes12"]}
@@ -487,7 +510,7 @@ def test_api_rule_runs_scores_caches_and_never_writes_the_key(server, tmp_path):
             "gpus": 0,
         }
     }
-    config.update(finetunes={}, corpora={}, api={"enabled": True, "concurrency": 2})
+    config.update(finetunes={}, corpora={}, api={"enabled": True, "concurrency": 2, **api})
     config["report"]["findings"] = []
     config["tables"] = {
         "table1": {
@@ -497,21 +520,62 @@ def test_api_rule_runs_scores_caches_and_never_writes_the_key(server, tmp_path):
     }
     config["settings"] = {"open_world": config["settings"]["open_world"]}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    return str(tmp_path / "config.yaml")
+
+
+@pytest.mark.slow
+def test_api_rule_runs_scores_caches_and_never_writes_the_key(server, tmp_path):
+    """An API model of the registry on a demo dataset: the api_generate rule through the real OpenAI client, scored
+    by the ordinary rule, up to the report; a forced rerun is served from the response cache; the key is in no file
+    of the run (outputs, cache, logs, tables, report pages)."""
+    import yaml
+
+    from conftest import snakemake
+
+    configfile = api_workflow_config(server, tmp_path)
+    config = yaml.safe_load(Path(configfile).read_text())
     workdir = tmp_path / "run"
     server.script.extend(["429", "500"])  # transient failures on the way
     target = "results/scores/mock-gpt/shapes12/open_world.json"
-    snakemake("--configfile", str(tmp_path / "config.yaml"), "--cores", "2", workdir=workdir)  # up to the report
+    snakemake("--configfile", configfile, "--cores", "2", workdir=workdir)  # up to the report
     score = json.loads((workdir / target).read_text())
     assert "GPT4 [mock-gpt]" in (workdir / "results/report/table1.html").read_text()
     n_items = 12 * config["worlds"]["shapes"]["test_per_class"]
     assert score["n_evaluated"] == n_items and len(server.requests) == n_items + 2
     meta = json.loads((workdir / "results/outputs/mock-gpt/shapes12/open_world.meta.json").read_text())
     assert meta["models_reported"] == [f"{MODELS['openai']}-2024-mock"]
-    snakemake("--configfile", str(tmp_path / "config.yaml"), "--cores", "2", target, "--forcerun", "api_generate", workdir=workdir)
+    snakemake("--configfile", configfile, "--cores", "2", target, "--forcerun", "api_generate", workdir=workdir)
     assert len(server.requests) == n_items + 2  # every answer came from the cache
     for path in workdir.rglob("*"):
         if path.is_file():
             assert KEY.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.slow
+def test_api_error_items_are_asked_again_on_the_next_run_without_forcerun(server, tmp_path):
+    """Answers without text fail their items (api_error: left out, counted in the note); the next plain run asks
+    those items only, and once none fail, nothing reruns."""
+    from conftest import snakemake
+
+    configfile = api_workflow_config(server, tmp_path, max_attempts=1)
+    workdir, target = tmp_path / "run", "results/tables/table1.csv"
+    server.script.extend(["no_text"] * 3 + ["empty_text"])  # the first three items fail, the fourth answers ""
+    snakemake("--configfile", configfile, "--cores", "1", target, workdir=workdir)
+    n_items = len(server.requests)  # one request per item
+    score = json.loads((workdir / "results/scores/mock-gpt/shapes12/open_world.json").read_text())
+    assert score["not_evaluated"] == {"api_error": 3} and score["n_empty_answers"] == 1
+    [row] = [r for r in csv.DictReader((workdir / target).open()) if r["model"] == "mock-gpt"]
+    assert "3 api error" in row["note"] and "1 empty answer(s), scored wrong" in row["note"]
+    server.script.extend(["no_text"])  # asked again: one still fails
+    snakemake("--configfile", configfile, "--cores", "1", target, workdir=workdir)
+    assert len(server.requests) == n_items + 3
+    score = json.loads((workdir / "results/scores/mock-gpt/shapes12/open_world.json").read_text())
+    assert score["not_evaluated"] == {"api_error": 1}
+    snakemake("--configfile", configfile, "--cores", "1", target, workdir=workdir)
+    assert len(server.requests) == n_items + 4
+    score = json.loads((workdir / "results/scores/mock-gpt/shapes12/open_world.json").read_text())
+    assert score["not_evaluated"] == {} and score["n_evaluated"] == n_items
+    assert "Nothing to be done" in snakemake("--configfile", configfile, "-n", target, workdir=workdir).output
 
 
 @pytest.mark.slow

@@ -153,13 +153,15 @@ class ApiModel:
             if self.provider == "openai":
                 answer, reported = response.choices[0].message.content, response.model
             elif self.provider == "anthropic":
-                answer = "".join(block.text for block in response.content if block.type == "text")
-                reported = response.model
-            else:
+                texts = [block.text for block in response.content if block.type == "text"]
+                answer, reported = "".join(texts) if texts else None, response.model
+            else:  # None for a blocked answer
                 answer, reported = response.text, response.model_version
         except (AttributeError, IndexError, KeyError, TypeError) as exc:
             raise MalformedResponse(f"unexpected response layout ({type(exc).__name__}: {exc})") from None
-        if not isinstance(answer, str) or not answer:
+        # upstream kept an empty text as the answer (scored wrong) and retried, then dropped, a response without
+        # any: None content, no text block, a blocked Gemini answer (docs/protocol.md#api-models)
+        if not isinstance(answer, str):
             raise MalformedResponse("the response carries no text")
         return answer, reported if isinstance(reported, str) and reported else self.model
 
@@ -202,6 +204,32 @@ def image_payload(path: str) -> tuple[bytes, str]:
     buffer = io.BytesIO()
     rgb.save(buffer, format="PNG")
     return buffer.getvalue(), "image/png"
+
+
+def retry_state_path(model: str, dataset: str, setting: str) -> str:
+    """Where an API job records its api_error count and the ``retry`` token it ran under: beside the response cache,
+    not among its outputs, which Snakemake deletes before the job runs again."""
+    return f"results/api_cache/retry/{model}/{dataset}/{setting}.json"
+
+
+def retry_token(state_path) -> str:
+    """The ``retry`` param of an API job. While the job's last run left ``api_error`` items it changes on every plan
+    (a hash of the token that run had), so the next run asks those items again and serves the rest from the cache;
+    once a run leaves none it is the token that run had, so nothing reruns."""
+    try:
+        state = json.loads(Path(state_path).read_text())
+    except (OSError, ValueError):  # never run, or cut short
+        return ""
+    if not state["n_api_error"]:
+        return state["retry"]
+    return f"retry {state['n_api_error']} api_error item(s), after {cache_key(state['retry'])[:16]}"
+
+
+def record_retry_state(state_path, records: list[dict], retry: str) -> None:
+    """What :func:`retry_token` reads on the next plan: this run's api_error count and its token."""
+    from .io import write_json
+
+    write_json(state_path, {"n_api_error": sum(r["status"] == "api_error" for r in records), "retry": retry})
 
 
 def _cache_key(model: ApiModel, text: str, image_sha256: str | None, media_type: str, call: int) -> str:

@@ -55,6 +55,8 @@ def score_outputs(rows: list[dict], resplit_marker: str | None = None, rule: str
             not_evaluated[key] = not_evaluated.get(key, 0) + 1
     n = len(evaluated)
     result = {"n_items": len(rows), "n_evaluated": n, "not_evaluated": not_evaluated}
+    # an empty answer is an answer, scored wrong (an API's HTTP 200 with "", as upstream kept it); the page says so
+    result["n_empty_answers"] = sum(not r["pred"].strip() for r in evaluated)
     if n == 0:
         status, count = max(not_evaluated.items(), key=lambda kv: kv[1])
         example = next(r.get("reason", "") for r in rows if r.get("status") == status)

@@ -106,6 +106,8 @@ def build_table(
         note = cell.get("not_run") or (partial_note(score) if ours is not None else missing_note(score, metric))
         if ours is not None and "n_random_fallback" in score:  # multiple-choice answers no letter was found in
             note = "; ".join(filter(None, [note, f"{score['n_random_fallback']} random fallback(s)"]))
+        if ours is not None and score.get("n_empty_answers"):
+            note = "; ".join(filter(None, [note, f"{score['n_empty_answers']:,} empty answer(s), scored wrong"]))
         rows.append(
             {
                 **{

@@ -6,7 +6,8 @@ QUERIES = 2  # 2: queries carry the row's split (and ImageNet label_idx) for fea
 GENERATION = 5  # 4: per-model batching (upstream: the checkpoint's padding side, upstream's batches); rows record padding_side
 # 5: right-padded rows at transformers 4.40's positions; PIL image processors; InstructBLIP's Q-Former limit
 CLIP = 1
-SCORING = 2  # 2: scores keep each item's outcome and a 95 % bootstrap interval per accuracy
+SCORING = 3  # 2: scores keep each item's outcome and a 95 % bootstrap interval per accuracy
+# 3: empty answers counted (n_empty_answers), shown in the cell's note
 LOGLIK = 3  # 2: class tokens packed into one pass over the uncopied context cache (equal within float tolerance)
 # 3: PIL image processors (upstream's pixels)
 LOGLIK_SCORING = 2  # 2: per-item outcomes and 95 % intervals of Sum, Avg and CFG
