@@ -205,11 +205,14 @@ def local_model_files(wildcards):
     return registry.local_checkpoint_files(MODELS[wildcards.model]["local"]["path"])
 
 
-def epoch_results_input(wildcards):
-    """A fine-tune evaluated after every epoch on this setting: its per-epoch accuracies join the score."""
+def score_extra_inputs(wildcards):
+    """What joins a score besides its rows: a fine-tune's per-epoch accuracies (evaluated after every epoch on
+    this setting), a CLIP job's class prompts cut at the text context (its meta file)."""
     entry = FINETUNED_MODELS.get(wildcards.model)
     if entry and FINETUNES[entry["recipe"]]["evaluate_every_epoch"] == wildcards.setting:
         return {"epochs": f"results/finetune/{wildcards.model}/losses.json"}
+    if wildcards.model in CLIP_MODELS:
+        return {"meta": f"results/outputs/{wildcards.model}/{wildcards.dataset}/{wildcards.setting}.meta.json"}
     return {}
 
 

@@ -142,7 +142,7 @@ rule score_loglik:
 rule score:
     input:
         "results/outputs/{model}/{dataset}/{setting}.jsonl",
-        unpack(epoch_results_input),
+        unpack(score_extra_inputs),
     output:
         registry.SCORE_FILE,
     log:

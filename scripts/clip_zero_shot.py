@@ -12,17 +12,18 @@ with running_job(snakemake):
     start = time.time()
     clip = ClipModel(snakemake.input.model, run["dtype"], run["device"])
     revision = read_revision(snakemake.input.model)
+    classes = load_class_list(snakemake.input.classes)
     records = run_clip_zero_shot(
         clip,
         read_jsonl(snakemake.input.queries),
-        load_class_list(snakemake.input.classes),
+        classes,
         run["text_template"],
         run["batch_size"],
         revision,
         loader_workers=run["loader_workers"],
     )
     write_jsonl(snakemake.output.rows, records)
-    write_json(
-        snakemake.output.meta,
-        {**run, "device": clip.device, "model_revision": revision, "seconds": round(time.time() - start, 2)},
-    )
+    meta = {"device": clip.device, "model_revision": revision, "seconds": round(time.time() - start, 2)}
+    # class prompts the tokenizer cut at its context, as upstream's did: scored cut, listed on the page
+    meta["truncated_classes"] = clip.truncated_classes(classes, run["text_template"])
+    write_json(snakemake.output.meta, {**run, **meta})

@@ -11,7 +11,7 @@ with running_job(snakemake):
     run = snakemake.params.run
     if run["family"] in CLIP_FAMILIES:
         clip = ClipModel(snakemake.input.model, run["dtype"], run["device"])
-        encode = lambda images: (features.clip_features(clip, images), None)
+        encode = lambda images: (features.clip_features(clip, images), None, None)
         settings = {"device": clip.device, "dtype": str(clip.dtype)}
     else:
         vlm, _ = VisionLanguageModel.for_job(snakemake.input.model, run)

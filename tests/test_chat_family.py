@@ -153,7 +153,7 @@ def test_probabilistic_inference_scores_each_class_after_the_chat_context(chat_m
 def test_features_at_last_average_and_a_position(chat_model, images):
     arch, _, vlm = chat_model
     opened = [Image.open(p).convert("RGB") for p in images]
-    features, lengths = vlm_features(vlm, opened, render(vlm.template, "What is in the image?"), ["last", "avg", -2])
+    features, lengths, _ = vlm_features(vlm, opened, render(vlm.template, "What is in the image?"), ["last", "avg", -2])
     assert features.shape[:2] == (3, 3) and np.isfinite(features).all() and len(lengths) == 3
 
 

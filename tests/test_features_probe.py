@@ -40,15 +40,37 @@ def test_vlm_features_positions_and_shards(family, tiny_models, rows, tmp_path):
     assert last["features"].dtype == np.float32 and last["features"].shape[1] == 64
     assert np.isnan(features.load(tmp_path / "f", "10000")["features"]).all()  # beyond the sequence: missing
     # a batched row equals the same image alone (left padding is skipped by position indexing)
-    alone, _ = features.vlm_features(vlm, [Image.open(queries[1]["path"]).convert("RGB")], prompt, positions)
+    alone, _, _ = features.vlm_features(vlm, [Image.open(queries[1]["path"]).convert("RGB")], prompt, positions)
     with np.load(tmp_path / "f" / "shard-00000.npz") as npz:
         np.testing.assert_allclose(npz["features"][1, :5].astype(np.float32), alone[0, :5], atol=2e-2)
+
+
+def test_items_past_the_context_are_listed_with_their_reason_and_left_out_of_the_probe(rows, tmp_path):
+    """LLaVA-NeXT's image tokens depend on the image's size: with 90 positions the two tallest training images (102
+    tokens) cannot be read. They are listed in the index with the counts, never truncated, and the probe trains
+    without them and says so."""
+    from vlmrepro.demo.tiny import build_tiny
+
+    build_tiny("llava_next", tmp_path / "m", {"text_model": "mistral", "tokenizer": "real", "max_context": 90})
+    vlm = VisionLanguageModel(tmp_path / "m", "llava_next", device="cpu")
+    queries = plan_queries(rows, CLASSES, "What?", 1234, shuffle=False)
+    encode = lambda images: features.vlm_features(vlm, images, "USER: <image>\nWhat?\nASSISTANT:", ["last"])
+    index = features.extract(encode, queries, CLASSES, ["last"], tmp_path / "f", 4, 4, log=lambda _: None)
+    reason = "prompt needs 102 tokens, more than the model's context of 90"
+    assert index["context_overflow"] == [{"item": q["item"], "split": "train", "reason": reason} for q in queries[2:4]]
+    data = features.load(tmp_path / "f", "last")
+    assert list(data["row"]) == [0, 1, 4, 5, 6, 7, 8] and not np.isnan(data["features"]).any()
+    result = run_probe(data, 3, "test", epochs=2)
+    assert result["n_train_context_overflow"] == 2 and result["n_train"] == 4 and result["not_evaluated"] == {}
+    data["context_overflow_split"] = np.array(["test"])  # an evaluated item past the context: counted, not scored
+    result = run_probe(data, 3, "test", epochs=2)
+    assert result["n_items"] == 4 and result["n_evaluated"] == 3 and result["not_evaluated"] == {"context_overflow": 1}
 
 
 def test_clip_features_are_unit_norm(tiny_models, rows, tmp_path):
     clip = ClipModel(tiny_models / "open_clip", device="cpu")
     queries = plan_queries(rows, CLASSES, "", 1234, shuffle=False)
-    features.extract(lambda imgs: (features.clip_features(clip, imgs), None), queries, CLASSES, ["embedding"], tmp_path, 4, 100, log=lambda _: None)
+    features.extract(lambda imgs: (features.clip_features(clip, imgs), None, None), queries, CLASSES, ["embedding"], tmp_path, 4, 100, log=lambda _: None)
     data = features.load(tmp_path, "embedding")
     assert list(data["row"]) == list(range(9))  # manifest order
     np.testing.assert_allclose(np.linalg.norm(data["features"], axis=1), 1, atol=1e-2)

@@ -95,7 +95,7 @@ def test_run_loglik_records_and_text_prior(llava, tmp_path):
     first = run_loglik(*args, log=lambda _: None, **cached)
     logs = []
     again = run_loglik(*args, log=logs.append, cache=WriteAheadCache(tmp_path / "c.jsonl"), cache_context={"m": 1})
-    assert logs[-1].endswith("(2 from the cache)") and again[0] == first[0]
+    assert logs[-1].endswith("(2 from the cache, 0 past the context)") and again[0] == first[0]
     assert again[1]["token_logprobs"].tobytes() == first[1]["token_logprobs"].tobytes()
 
 
@@ -174,3 +174,62 @@ def test_shards_gather_into_one_jobs_output(llava, tmp_path):
         for key, value in whole[1].items():
             assert np.array_equal(gathered[key], value), key
     assert json.loads((tmp_path / "all.json").read_text())["shards"] == 3
+
+
+def loglik_queries(tmp_path, classes, n=2):
+    rows = []
+    for i in range(n):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((32, 32, 3), 60 * i, dtype=np.uint8)).save(path)
+        rows.append({"row": i, "image": f"./data/x/{i}.png", "path": str(path), "label": classes[i], "split": "test"})
+    return plan_queries(rows, classes, "What type of object is in this photo?", 1234)
+
+
+@pytest.mark.parametrize("family, method, template", [
+    ("llava", "continuation", "USER: <image>\n{question}\nASSISTANT: The photo features a"),
+    ("blip2", "per_class", BLIP_TEMPLATE),
+])  # fmt: skip
+def test_a_class_name_past_the_context_is_context_overflow_never_truncated(tiny_models, tmp_path, family, method, template):
+    """A 10,000-character class name cannot be scored on a 512-position model: every item is context_overflow,
+    naming the class and the counts, the weights are never loaded, and the cell is N/A with that reason."""
+    vlm = VisionLanguageModel(tiny_models / family, family, device="cpu")
+    classes = [*CLASSES, "x" * 10_000]
+    queries = loglik_queries(tmp_path, classes)
+    records, arrays = run_loglik(vlm, queries, classes, template, method, "What type of object is in this photo?", 4,
+                                 "r", text_prior=True, log=lambda _: None)  # fmt: skip
+    assert {r["status"] for r in records} == {"context_overflow"}
+    assert "class 'xxxx" in records[0]["reason"] and "more than the model's context of 512" in records[0]["reason"]
+    assert vlm._model is None and np.isnan(arrays["token_logprobs"]).all() and np.isnan(arrays["prior"]).all()
+    score = score_loglik(records, arrays)
+    assert score["not_evaluated"] == {"context_overflow": 2} and "context_overflow" in score["na_reason"]
+
+
+def test_image_tokens_that_push_a_class_past_the_context_are_found_per_item(tmp_path):
+    """The text fits, the image's 16 tokens (its placeholder counted once in the text) do not: found from the
+    processor's real lengths. One position more and every class fits."""
+    from vlmrepro.demo.tiny import build_tiny
+
+    template = "USER: <image>\n{question}\nASSISTANT: The photo features a"
+    question = "What type of object is in this photo?"
+    queries = loglik_queries(tmp_path, CLASSES)
+    build_tiny("llava", tmp_path / "probe", {"tokenizer": "real"})
+    probe = VisionLanguageModel(tmp_path / "probe", "llava", device="cpu")
+    context = template.replace("{question}", question)
+    fits = probe.prompt_token_lower_bounds([context])[0] + max(map(len, class_token_ids(probe.tokenizer, CLASSES))) + 15
+    statuses = {}
+    for limit in (fits - 1, fits):
+        build_tiny("llava", tmp_path / str(limit), {"tokenizer": "real", "max_context": limit})
+        vlm = VisionLanguageModel(tmp_path / str(limit), "llava", device="cpu")
+        records, _ = run_loglik(vlm, queries, CLASSES, template, "continuation", question, 4, "r", log=lambda _: None)
+        statuses[limit] = {r["status"] for r in records}
+    assert statuses == {fits - 1: {"context_overflow"}, fits: {"ok"}}
+
+
+def test_a_class_past_the_q_formers_positions_is_context_overflow_with_its_reason(tiny_models, tmp_path):
+    """InstructBLIP's Q-Former reads the class-filled prompt too, through 512 positions of its own."""
+    vlm = VisionLanguageModel(tiny_models / "instructblip", "instructblip", device="cpu")
+    classes = [*CLASSES, " ".join(["cat"] * 600)]
+    queries = loglik_queries(tmp_path, classes)
+    records, _ = run_loglik(vlm, queries, classes, BLIP_TEMPLATE, "per_class", "What?", 4, "r", log=lambda _: None)
+    assert {r["status"] for r in records} == {"context_overflow"}
+    assert "Q-Former tokens, more than the Q-Former's 512 positions" in records[0]["reason"]

@@ -102,6 +102,25 @@ def test_clip_zero_shot_argmax_over_all_entries_and_over_candidates(tiny_models,
     assert all(r["pred"] in q["choices"] for r, q in zip(records, k_plan))
 
 
+def test_clip_class_prompts_past_the_text_context_are_listed_and_shown_on_the_page(tiny_models):
+    """CLIP's tokenizer cuts a prompt at its context (77 tokens; the tiny model's 32), as upstream's did: kept,
+    but the score lists the classes and the cell's note says so."""
+    import pandas as pd
+
+    from vlmrepro.tables import build_table
+
+    clip = ClipModel(tiny_models / "open_clip", device="cpu")
+    long = "very " * 40 + "red circle"
+    assert clip.truncated_classes([*CLASSES, long, long], "A photo of a {label}.") == [
+        {"class": long, "tokens": 49, "context": 32}  # start, "a photo of a", 40 x "very", "red circle", ".", end
+    ]
+    score = {"accuracy": 50.0, "n_items": 2, "n_evaluated": 2, "truncated_classes": [{"class": long, "tokens": 47, "context": 32}]}
+    cell = {"model": "m", "paper_model": "M", "dataset": "d", "paper_dataset": "d", "setting": "s", "paper_setting": "s"}
+    paper = pd.DataFrame(columns=["table", "model", "dataset", "setting", "metric", "value", "note"])
+    note = build_table([{**cell, "score": score}], paper, "T").iloc[0]["note"]
+    assert note.startswith("1 class prompt(s) cut at 32 tokens (scored cut, as upstream): 'very very")
+
+
 def test_clip_directory_without_config_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="open_clip_config.json"):
         ClipModel(tmp_path)

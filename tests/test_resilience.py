@@ -205,10 +205,10 @@ def test_images_swapped_under_the_same_names_reuse_no_cached_answer(tiny_models,
     loglik(planned["old"], [])
     logs = []
     loglik(planned["new"], logs)
-    assert logs[-1].endswith("(0 from the cache)")
+    assert "(0 from the cache" in logs[-1]
 
     def encode(images):  # mean colour: a feature of the image's content
-        return np.stack([np.asarray(image, np.float32).mean((0, 1)) for image in images]), None
+        return np.stack([np.asarray(image, np.float32).mean((0, 1)) for image in images]), None, None
 
     for name in ("old", "new"):
         logs = []

@@ -39,15 +39,35 @@ def _select(hidden: torch.Tensor, mask: torch.Tensor, positions: list) -> torch.
     return torch.stack(picked)
 
 
+def overflow_reasons(vlm, prompt: str, lengths: list[int]) -> list[str | None]:
+    """Per sequence, why the model cannot read it (the prompt and image tokens past the language model's context,
+    or an instruction past the Q-Former's positions), or None: such an item is ``context_overflow``, never
+    truncated."""
+    instruction = vlm.instruction_overflows([prompt])[0]
+    return [
+        instruction
+        or (f"prompt needs {n} tokens, more than the model's context of {vlm.max_context}" if n > vlm.max_context else None)
+        for n in lengths
+    ]
+
+
 @torch.inference_mode()
-def vlm_features(vlm, images, prompt: str, positions: list) -> tuple[np.ndarray, list[int]]:
-    inputs = vlm.encode(images, [prompt] * len(images))
-    out = vlm.model(**inputs, output_hidden_states=True)
-    lm = getattr(out, "language_model_outputs", None)  # BLIP-2 / InstructBLIP keep the LM's outputs apart
-    hidden = (lm.hidden_states if lm is not None else out.hidden_states)[-1]
-    mask = inputs["attention_mask"]
-    feats = torch.stack([_select(h, m, positions) for h, m in zip(hidden, mask)])
-    return feats.cpu().numpy(), mask.sum(dim=1).tolist()
+def vlm_features(vlm, images, prompt: str, positions: list) -> tuple[np.ndarray, list[int], list[str | None]]:
+    """Features [B, P, D] (NaN for an item past the context), sequence lengths, and each item's overflow reason."""
+    inputs = vlm.preprocess(images, [prompt] * len(images))
+    lengths = vlm.input_lengths(inputs)
+    reasons = overflow_reasons(vlm, prompt, lengths)
+    fits = [k for k, reason in enumerate(reasons) if reason is None]
+    feats = np.full((len(images), len(positions), vlm.model.config.get_text_config().hidden_size), np.nan, np.float32)
+    if fits:
+        if len(fits) < len(images):
+            inputs = vlm.preprocess([images[k] for k in fits], [prompt] * len(fits))
+        inputs = vlm.to_device(inputs)
+        out = vlm.model(**inputs, output_hidden_states=True)
+        lm = getattr(out, "language_model_outputs", None)  # BLIP-2 / InstructBLIP keep the LM's outputs apart
+        hidden = (lm.hidden_states if lm is not None else out.hidden_states)[-1]
+        feats[fits] = torch.stack([_select(h, m, positions) for h, m in zip(hidden, inputs["attention_mask"])]).cpu().numpy()
+    return feats, lengths, reasons
 
 
 @torch.inference_mode()
@@ -78,7 +98,7 @@ def _save_npz(path: Path, arrays: dict) -> None:
 
 
 def extract(
-    encode: Callable[[list], tuple[np.ndarray, list[int] | None]],
+    encode: Callable[[list], tuple[np.ndarray, list[int] | None, list[str | None] | None]],
     queries: list[dict],
     classes: list[str],
     positions: list,
@@ -92,7 +112,9 @@ def extract(
 ) -> dict:
     """Run ``encode`` over the queries (skipped images are left out) and write this job's ``shard-XXXXX.npz``
     files (of ``shard_size`` items, numbered over the whole run) plus ``index.json`` into ``out_dir``. Labels are
-    upstream's ``classes.index(label)`` and ImageNet's ``label_idx``.
+    upstream's ``classes.index(label)`` and ImageNet's ``label_idx``. ``encode`` returns features, sequence lengths
+    and overflow reasons (None where not applicable); items past the context are listed in the index
+    (``context_overflow``) and their features are NaN.
 
     With ``cache_dir``, every finished batch is appended to a write-ahead log first, so a killed job's rerun
     encodes only the batch in flight (logs are keyed by ``cache_context``, the file and its images' contents)."""
@@ -100,7 +122,7 @@ def extract(
     todo = [q for q in queries if "skip" not in q]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shards, seq_lengths = [], []
+    shards, seq_lengths, overflow = [], [], []
     files = list(feature_files(len(todo), shard_size, *job))
     progress = Progress(sum(len(todo[s * shard_size : (s + 1) * shard_size]) for s in files), "extract", log)
     for s in files:
@@ -109,7 +131,7 @@ def extract(
         wal = None
         if cache_dir is not None:
             key = cache_key(cache_context, s, shard_size, [q.get("sha256") for q in shard])  # the images' contents
-            wal = ArrayLog(Path(cache_dir) / f"{key}.bin", ("item", "features", "length"))
+            wal = ArrayLog(Path(cache_dir) / f"{key}.bin", ("item", "features", "length", "overflow"))
             done = wal.read()
         n_done = sum(len(b["item"]) for b in done)
         if [int(i) for b in done for i in b["item"]] != [q["item"] for q in shard[:n_done]]:
@@ -118,11 +140,12 @@ def extract(
             log(f"shard {s}: {n_done} items from the cache")
             progress.update(n_done)
         for batch in chunks(shard[n_done:], batch_size):
-            f, n = encode([load_rgb(q["path"]) for q in batch])
+            f, n, reasons = encode([load_rgb(q["path"]) for q in batch])
             record = {
                 "item": np.array([q["item"] for q in batch]),
                 "features": f.astype(np.float16),
                 "length": np.array(n if n else [-1] * len(batch)),
+                "overflow": np.array([r or "" for r in reasons or [None] * len(batch)], dtype=str),
             }
             if wal is not None:
                 wal.append(record)
@@ -141,6 +164,13 @@ def extract(
             },
         )
         shards.append({"file": name, "n_items": len(shard)})
+        splits = {q["item"]: q.get("split", "") for q in shard}
+        overflow.extend(
+            {"item": int(i), "split": splits[int(i)], "reason": str(r)}
+            for b in done
+            for i, r in zip(b["item"], b["overflow"])
+            if r
+        )
         seq_lengths.extend(int(n) for b in done for n in b["length"] if n >= 0)
         log(f"shard {s}: {len(shard)} items")
     index = {
@@ -149,6 +179,7 @@ def extract(
         "n_skipped": len(queries) - len(todo) if job[0] == 0 else 0,
         "shards": shards,
         "sequence_length": {"min": min(seq_lengths), "max": max(seq_lengths)} if seq_lengths else None,
+        "context_overflow": overflow,
     }
     write_json(out_dir / "index.json", index)
     return index
@@ -165,11 +196,13 @@ def merge_indexes(parts: list[dict]) -> dict:
         "sequence_length": (
             {"min": min(l["min"] for l in lengths), "max": max(l["max"] for l in lengths)} if lengths else None
         ),
+        "context_overflow": [o for p in parts for o in p["context_overflow"]],
     }
 
 
 def load(features_dir, position: str) -> dict[str, np.ndarray]:
-    """Concatenate the shards for one position: features [N, D] float32 plus item, row, split and labels."""
+    """Concatenate the shards for one position: features [N, D] float32 plus item, row, split and labels. Items
+    past the model's context are left out; ``context_overflow_split`` holds their splits (for the cell's note)."""
     index = json.loads((Path(features_dir) / "index.json").read_text())
     if position not in index["positions"]:
         raise ValueError(f"{features_dir} has positions {index['positions']}, not {position!r}")
@@ -180,4 +213,9 @@ def load(features_dir, position: str) -> dict[str, np.ndarray]:
             for key in ("item", "row", "split", "class_index", "label_idx"):
                 parts.setdefault(key, []).append(npz[key])
             parts.setdefault("features", []).append(npz["features"][:, p].astype(np.float32))
-    return {key: np.concatenate(values) for key, values in parts.items()}
+    data = {key: np.concatenate(values) for key, values in parts.items()}
+    overflowed = {o["item"] for o in index["context_overflow"]}
+    keep = ~np.isin(data["item"], list(overflowed))
+    data = {key: values[keep] for key, values in data.items()}
+    data["context_overflow_split"] = np.array([o["split"] for o in index["context_overflow"]], dtype=str)
+    return data

@@ -136,6 +136,8 @@ def score(input, output, params, log) -> None:
         if "epochs" in input.keys():  # evaluated after every epoch in training: the best epoch's weights were kept
             trained = read_json(input.epochs)
             result.update({k: trained[k] for k in ("epochs", "best_epoch", "accuracy_last_epoch") if k in trained})
+        if "meta" in input.keys():  # CLIP: class prompts its tokenizer cut, scored cut as upstream's was
+            result["truncated_classes"] = read_json(input.meta)["truncated_classes"]
         write_json(output[0], result)
         print(result, file=out)
 

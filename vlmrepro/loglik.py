@@ -247,29 +247,79 @@ def run_loglik(
     keys = [
         cache_key(cache_context, classes, q["item"], q["row"], q["image"], q.get("sha256"), context) for q in queries
     ]
+    limits = ClassLimits(vlm, method, template, question, context, classes, class_ids)
 
     def restore(i: int, scores: list) -> None:
         token_logprobs[i] = np.array(scores, dtype=np.float32)
         records[i].update(status="ok", prompt=context)
 
-    todo, cached = triage(queries, records, keys, cache, restore=restore)
+    todo, cached = triage(queries, records, keys, cache, restore=restore, unfit=lambda i: limits.text_overflow)
     progress = Progress(len(queries), "score classes", log)
     progress.update(len(queries) - len(todo))
     for i in todo:
-        token_logprobs[i] = np.concatenate(scores_for(load_rgb(queries[i]["path"])))
-        if cache is not None:  # written ahead: this item is never scored again
-            cache.put(keys[i], token_logprobs[i].tolist())
-        records[i].update(status="ok", prompt=context)
+        image = load_rgb(queries[i]["path"])
+        if (fields := limits.overflow(image)) is not None:  # not cached: the limit is checked again on a rerun
+            records[i].update(fields)
+        else:
+            token_logprobs[i] = np.concatenate(scores_for(image))
+            if cache is not None:  # written ahead: this item is never scored again
+                cache.put(keys[i], token_logprobs[i].tolist())
+            records[i].update(status="ok", prompt=context)
         progress.update()
-    log(f"scored {len(queries)} items ({cached} from the cache)")
+    overflowed = sum(r["status"] == "context_overflow" for r in records)
+    log(f"scored {len(queries)} items ({cached} from the cache, {overflowed} past the context)")
     arrays = {
         "token_logprobs": token_logprobs,
         "class_offsets": offsets,
         "label_index": np.array([first_index[q["label"]] for q in queries]),
     }
-    if text_prior:
-        arrays["prior"] = np.concatenate(scores_for(None))
+    if text_prior:  # without the image the sequences are shorter; every class past the context even so leaves NaN
+        arrays["prior"] = (
+            np.full(offsets[-1], np.nan, dtype=np.float32) if limits.text_overflow else np.concatenate(scores_for(None))
+        )
     return records, arrays
+
+
+class ClassLimits:
+    """Whether an item's every class fits the model (docs/protocol.md#precision-batching-and-padding): the
+    sequence a class is scored on (``continuation``: the context, image tokens included, then the class's tokens;
+    ``per_class``: the prompt filled with the class) must fit the language model's context, and an instruction the
+    Q-Former reads (InstructBLIP) its position table. An item any class of which does not fit is
+    ``context_overflow``, with the longest class and the token counts as the reason; nothing is truncated."""
+
+    def __init__(self, vlm, method: str, template: str, question: str, context: str, classes, class_ids):
+        self.vlm, self.context, self.classes = vlm, context, classes
+        self.context_text = vlm.prompt_token_lower_bounds([context])[0]  # the image's placeholder counted once
+        if method == "per_class":
+            filled = [render(template, question, label=name) for name in classes]
+            self.needs = vlm.prompt_token_lower_bounds(filled)
+            instruction = next(filter(None, vlm.instruction_overflows(filled)), None)
+        else:
+            self.needs = [self.context_text + len(ids) for ids in class_ids]
+            instruction = vlm.instruction_overflows([context])[0]
+        self.longest = max(range(len(classes)), key=self.needs.__getitem__)
+        self.text_overflow = (
+            {"status": "context_overflow", "reason": instruction}
+            if instruction
+            else self._fields(0) if self.needs[self.longest] > vlm.max_context else None
+        )
+
+    def _fields(self, image_tokens: int) -> dict | None:
+        need = self.needs[self.longest] + image_tokens
+        if need <= self.vlm.max_context:
+            return None
+        name = self.classes[self.longest]
+        shown = name if len(name) <= 60 else f"{name[:57]}..."
+        return {
+            "status": "context_overflow",
+            "reason": f"class {shown!r} needs {need} tokens (context and image included), more than the model's "
+            f"context of {self.vlm.max_context}",
+        }
+
+    def overflow(self, image) -> dict | None:
+        """The record fields of an item whose image's tokens push a class past the context, or None."""
+        encoded = self.vlm.input_lengths(self.vlm.preprocess([image], [self.context]))[0]
+        return self._fields(encoded - self.context_text)
 
 
 def _text_only(template: str) -> str:

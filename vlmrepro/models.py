@@ -463,6 +463,22 @@ class ClipModel:
             feats.append(torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1))
         return torch.cat(feats)
 
+    def truncated_classes(self, classes: list[str], text_template: str) -> list[dict]:
+        """The classes whose prompt the tokenizer cuts at its text context (77 tokens for CLIP), with the prompt's
+        full token count. Upstream's tokenizer cut them too, so they are scored cut, and listed."""
+        from open_clip.tokenizer import HFTokenizer
+
+        from .prompts import render
+
+        names = list(dict.fromkeys(classes))
+        prompts = [render(text_template, label=name) for name in names]
+        if isinstance(self.tokenizer, HFTokenizer):  # SigLIP: a transformers tokenizer inside
+            counts = [len(ids) for ids in self.tokenizer.tokenizer(prompts)["input_ids"]]
+        else:  # open_clip's BPE, with its start and end tokens
+            counts = [len(self.tokenizer.encode(prompt)) + 2 for prompt in prompts]
+        limit = self.tokenizer.context_length
+        return [{"class": c, "tokens": n, "context": limit} for c, n in zip(names, counts) if n > limit]
+
     def uint8_pixels(self, image) -> torch.Tensor:
         """The image resized and cropped as the model's preprocessing does, as uint8 channels-first pixels: a
         quarter of float32's bytes to decode, batch and copy to the device (:meth:`encode_images` scales them)."""

@@ -94,6 +94,8 @@ def run_probe(
     if not usable.all():
         return {"accuracy": None, "na_reason": f"N/A: position missing in {int((~usable).sum())} sequences (too short)"}
     train_x, train_y, eval_x, eval_y = x[train], y[train], x[evaluate], y[evaluate]
+    overflowed = data.get("context_overflow_split", np.array([], dtype=str))  # left out by features.load
+    n_eval_overflow, n_train_overflow = int((overflowed == eval_split).sum()), int((overflowed == "train").sum())
     common = dict(
         n_classes=n_classes,
         epochs=epochs,
@@ -110,7 +112,9 @@ def run_probe(
         "best_epoch": best + 1,
         "n_train": int(train.sum()),
         "n_evaluated": int(evaluate.sum()),
-        "n_items": int(evaluate.sum()),
+        "n_items": int(evaluate.sum()) + n_eval_overflow,
+        "not_evaluated": {"context_overflow": n_eval_overflow} if n_eval_overflow else {},
+        "n_train_context_overflow": n_train_overflow,
         "labels": label_key,
         "curve": curve,
         # per-item (target, prediction) at the best epoch: per-class accuracies for Figure 7 / Table 11

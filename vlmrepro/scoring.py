@@ -42,29 +42,34 @@ def upstream_pred(pred: str, resplit_marker: str | None) -> str:
     return pred
 
 
+def not_evaluated(rows: list[dict]) -> dict[str, int]:
+    """How many rows were not evaluated, by status (skipped_image, context_overflow, api_error, ...)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        if r.get("status") != "ok":
+            counts[r.get("status", "unknown")] = counts.get(r.get("status", "unknown"), 0) + 1
+    return counts
+
+
+def na_reason(rows: list[dict], counts: dict[str, int]) -> str:
+    """The N/A note of a cell none of whose rows was evaluated: the commonest status and its first reason."""
+    status, count = max(counts.items(), key=lambda kv: kv[1])
+    example = next(r.get("reason", "") for r in rows if r.get("status") == status)
+    return f"N/A: {status} for {count} of {len(rows)} items (first: {example})"
+
+
 def score_outputs(rows: list[dict], resplit_marker: str | None = None, rule: str = "substring") -> dict:
     """Accuracy in percent over the evaluated rows; rows that could not be evaluated are counted by reason.
 
     Upstream divides by ``N + 1e-9``; the same expression is used so that values agree to the last digit.
     """
     evaluated = [r for r in rows if r.get("status") == "ok"]
-    not_evaluated: dict[str, int] = {}
-    for r in rows:
-        if r.get("status") != "ok":
-            key = r.get("status", "unknown")
-            not_evaluated[key] = not_evaluated.get(key, 0) + 1
     n = len(evaluated)
-    result = {"n_items": len(rows), "n_evaluated": n, "not_evaluated": not_evaluated}
+    result = {"n_items": len(rows), "n_evaluated": n, "not_evaluated": not_evaluated(rows)}
     # an empty answer is an answer, scored wrong (an API's HTTP 200 with "", as upstream kept it); the page says so
     result["n_empty_answers"] = sum(not r["pred"].strip() for r in evaluated)
     if n == 0:
-        status, count = max(not_evaluated.items(), key=lambda kv: kv[1])
-        example = next(r.get("reason", "") for r in rows if r.get("status") == status)
-        result.update(
-            accuracy=None,
-            accuracy_word_boundary=None,
-            na_reason=f"N/A: {status} for {count} of {len(rows)} items (first: {example})",
-        )
+        result.update(accuracy=None, accuracy_word_boundary=None, na_reason=na_reason(rows, result["not_evaluated"]))
         return result
     preds = [(r["label"], upstream_pred(r["pred"], resplit_marker)) for r in evaluated]
     correct = [RULES[rule](l, p) for l, p in preds]
@@ -152,9 +157,9 @@ def score_loglik(records: list[dict], arrays: dict, alphas=range(9), text_prior_
     import numpy as np
 
     ok = np.array([r.get("status") == "ok" for r in records])
-    result: dict = {"n_items": len(records), "n_evaluated": int(ok.sum())}
+    result: dict = {"n_items": len(records), "n_evaluated": int(ok.sum()), "not_evaluated": not_evaluated(records)}
     if not ok.any():
-        result["na_reason"] = "N/A: no item could be scored"
+        result["na_reason"] = na_reason(records, result["not_evaluated"])
         return result
     tokens, offsets = arrays["token_logprobs"][ok].astype(np.float64), arrays["class_offsets"]
     labels, lengths = arrays["label_index"][ok], np.diff(offsets)

@@ -83,6 +83,16 @@ def partial_note(score: dict) -> str:
     return f"computed on {score['n_evaluated']:,} of {score['n_items']:,} items ({parts})"
 
 
+def truncation_note(truncated: list[dict]) -> str:
+    """'2 class prompts cut at 77 tokens (scored cut, as upstream): "…", "…"' for a CLIP cell."""
+    shown = ", ".join(repr(t["class"] if len(t["class"]) <= 40 else t["class"][:37] + "...") for t in truncated[:3])
+    more = f" and {len(truncated) - 3} more" if len(truncated) > 3 else ""
+    return (
+        f"{len(truncated)} class prompt(s) cut at {truncated[0]['context']} tokens (scored cut, as upstream): "
+        f"{shown}{more}"
+    )
+
+
 def build_table(
     cells: list[dict], paper: pd.DataFrame, paper_table: str, not_reproduced: list[dict] = ()
 ) -> pd.DataFrame:
@@ -108,6 +118,8 @@ def build_table(
             note = "; ".join(filter(None, [note, f"{score['n_random_fallback']} random fallback(s)"]))
         if ours is not None and score.get("n_empty_answers"):
             note = "; ".join(filter(None, [note, f"{score['n_empty_answers']:,} empty answer(s), scored wrong"]))
+        if ours is not None and score.get("truncated_classes"):
+            note = "; ".join(filter(None, [note, truncation_note(score["truncated_classes"])]))
         rows.append(
             {
                 **{
