@@ -118,6 +118,44 @@ def test_killed_holder_frees_its_gpu(pool, monkeypatch):
     assert pool(1, timeout_s=2).devices == ["0"]
 
 
+def test_a_killed_holders_card_stays_taken_until_its_child_exits(pool, monkeypatch, tmp_path):
+    """A fine-tune hands its GPUs to torchrun: killing the job (SIGKILL) must not free the card while the child
+    still trains on it. The child holds the lock file too (run_holding_gpus), so the card is free only once it
+    has exited."""
+    monkeypatch.setenv("VLMREPRO_GPUS", "0")
+    stop = tmp_path / "stop"
+    child = f"import os, time\nwhile not os.path.exists({str(stop)!r}): time.sleep(0.05)\n"
+    code = (
+        "import sys\n"
+        "from vlmrepro.gpus import acquire_gpus, run_holding_gpus\n"
+        "lease = acquire_gpus(1, lock_dir=sys.argv[1], log=lambda _: None)\n"
+        "print('LOCKED', flush=True)\n"
+        "run_holding_gpus([sys.executable, '-c', sys.argv[2]])\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(pool.lock_dir), child],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the child is found (and cleaned up) through it
+    )
+    try:
+        assert holder.stdout.readline().strip() == "LOCKED"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+        with pytest.raises(TimeoutError):  # the holder is dead, its child is not
+            pool(1, timeout_s=0.5)
+        stop.touch()
+        assert pool(1, timeout_s=10).devices == ["0"]  # free once the child has exited
+    finally:
+        stop.touch()
+        holder.stdout.close()
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
 def test_more_gpus_than_visible(pool):
     with pytest.raises(RuntimeError, match=r"job needs 4 GPUs, 2 visible \(VLMREPRO_GPUS=0,1\)"):
         pool(4)

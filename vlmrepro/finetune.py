@@ -25,7 +25,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 from .backends import read_revision
 from .cache import cache_key
 from .datasets import processor_mean_colour
+from .gpus import run_holding_gpus
 from .instruction_mix import image_of
 from .io import atomic_dir, naming_full_disk, read_jsonl, write_json, write_text
 
@@ -739,7 +739,8 @@ def launch(job: dict, gpus: int, import_root: str) -> None:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([import_root, os.environ.get("PYTHONPATH", "")])}
     command = [*torchrun, "-m", "vlmrepro.finetune", str(job_file)]
-    subprocess.run(command, check=True, env=env, stdout=sys.stdout, stderr=sys.stderr)
+    # torchrun holds the job's GPU locks too: a killed job leaves its cards taken until training has stopped
+    run_holding_gpus(command, check=True, env=env, stdout=sys.stdout, stderr=sys.stderr)
 
 
 if __name__ == "__main__":

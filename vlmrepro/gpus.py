@@ -6,8 +6,10 @@ that each asked for one GPU would therefore both run on ``cuda:0``. This module 
 devices shared by all jobs of one user: a job takes ``n`` distinct devices by holding an exclusive
 ``flock`` on one slot lock file per device, then restricts itself to them via ``CUDA_VISIBLE_DEVICES``.
 
-``flock`` locks belong to the open file and are dropped by the kernel when the process exits, however it
-exits, so a crashed or killed job never leaves a GPU locked. ``jobs_per_gpu`` slots per device allow
+``flock`` locks belong to the open file and are dropped by the kernel when the last process holding it exits,
+however it exits, so a crashed or killed job never leaves a GPU locked. A job that hands its GPUs to child
+processes (torchrun) starts them with :func:`run_holding_gpus`, which gives them the lock files too: a holder
+killed with ``SIGKILL`` then leaves its cards taken until the children have exited. ``jobs_per_gpu`` slots per device allow
 deliberate sharing (small models). Under SLURM each job only sees its own allocation; the default lock
 directory is then per SLURM job, so jobs of different allocations never wait on each other.
 """
@@ -17,10 +19,13 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import subprocess
 import time
 from typing import Callable
 
-__all__ = ["GpuLease", "acquire_gpus", "default_lock_dir", "visible_gpus"]
+__all__ = ["GpuLease", "acquire_gpus", "default_lock_dir", "run_holding_gpus", "visible_gpus"]
+
+_HELD: list["GpuLease"] = []  # this process's live leases, whose lock files its GPU-using children inherit
 
 
 def _split(value: str) -> list[str]:
@@ -67,6 +72,8 @@ class GpuLease:
     def __init__(self, devices: list[str], fds: list[int]):
         self.devices = devices
         self._fds = fds
+        if fds:
+            _HELD.append(self)
 
     def apply_env(self) -> None:
         """Restrict this process to the leased devices (``CUDA_VISIBLE_DEVICES``).
@@ -79,8 +86,9 @@ class GpuLease:
     def release(self) -> None:
         """Unlock the devices; safe to call twice."""
         fds, self._fds = self._fds, []
-        for fd in fds:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        if self in _HELD:
+            _HELD.remove(self)
+        for fd in fds:  # closed, not unlocked: a child holding the same file keeps the card taken
             os.close(fd)
 
     def __enter__(self) -> GpuLease:
@@ -91,6 +99,14 @@ class GpuLease:
 
     def __repr__(self) -> str:
         return f"GpuLease(devices={self.devices}, held={bool(self._fds)})"
+
+
+def run_holding_gpus(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(command, **kwargs)`` with the child holding every GPU lock of this process too (its lock
+    files passed as inherited descriptors). An ``flock`` lives until every process holding the file has closed it,
+    so if this process is killed the cards stay taken while the child (torchrun's agent, which waits for its
+    workers) runs."""
+    return subprocess.run(command, pass_fds=[fd for lease in _HELD for fd in lease._fds], **kwargs)
 
 
 def _private_lock_dir(lock_dir: str) -> None:
