@@ -81,9 +81,10 @@ bench: venv
 	$(RUN) $(BIN)/python benchmarks/workflow.py dry-run
 
 # what benchmarks/gpu.sh needs on a machine with only torch and transformers (the lent GPU image): open_clip and
-# its two pure-Python dependencies, in .gpu-carry/ (ignored by git; carry it with the working tree)
-gpu-carry: venv
-	$(BIN)/pip install --quiet --no-deps --target .gpu-carry \
+# its two pure-Python dependencies, in .gpu-carry/ (ignored by git; carry it with the working tree), with any
+# Python's pip: no project environment needed, seconds on a fresh clone
+gpu-carry:
+	$(PYTHON) -m pip install --quiet --no-deps --upgrade --target .gpu-carry \
 		$$(grep -i '^open_clip_torch==' requirements.txt) ftfy wcwidth
 
 # the prepared GPU run, on this machine's CPU with the tiny models (what the test suite runs)

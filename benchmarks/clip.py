@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import arguments, print_table, timed, work_dir, write_jpegs  # noqa: E402
+from common import Table, arguments, timed, work_dir, write_jpegs  # noqa: E402
 
 from vlmrepro.evaluate import load_rgb, run_clip_zero_shot  # noqa: E402
 from vlmrepro.models import ClipModel  # noqa: E402
@@ -62,21 +62,18 @@ def main() -> None:
     text_features = clip.encode_texts([f"a photo of a {c}." for c in classes])
     queries = [{"item": i, "row": i, "image": p, "path": p, "label": "x", "choices": None} for i, p in enumerate(paths)]
 
+    table = Table(f"CLIP zero-shot, {items} JPEG images (500x375), decoding included", args, "images/s")
     upstream_loop(clip, paths[:64], text_features)  # warm-up
     reference, seconds_up, memory_up = timed(lambda: upstream_loop(clip, paths, text_features), args.device)
+    table.add({"name": "upstream: batch 32, decoding in the loop", "rate": items / seconds_up, "memory": memory_up})
     ours, seconds, memory = timed(
         lambda: run_clip_zero_shot(clip, queries, classes, "a photo of a {label}.", batch_size, "bench",
                                    log=lambda _: None, loader_workers=workers),  # fmt: skip
         args.device,
     )
     same = sum(r["pred"] == classes[k] for r, k in zip(ours, reference))
-    rows = [
-        {"name": "upstream: batch 32, decoding in the loop", "unit": "images/s", "rate": items / seconds_up,
-         "memory": memory_up},
-        {"name": f"ours: batch {batch_size}, {workers} decoding processes", "unit": "images/s",
-         "rate": items / seconds, "memory": memory, "notes": f"{same}/{items} predictions identical"},
-    ]  # fmt: skip
-    print_table(f"CLIP zero-shot, {items} JPEG images (500x375), decoding included", args, rows)
+    table.add({"name": f"ours: batch {batch_size}, {workers} decoding processes", "rate": items / seconds,
+               "memory": memory, "notes": f"{same}/{items} predictions identical"})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+SCRIPT_START = time.perf_counter()  # imported first thing by every benchmark script
+
 # Sustained dense bf16/fp16 matmul rate (TFLOP/s) of a card, the denominator of MFU. H100/H200: the rate measured
 # beside the upstream-style baselines of benchmarks/RESULTS.md (a floor of 790 TFLOP/s); others: 80 % of datasheet.
 PEAK_TFLOPS = {"H200": 790.0, "H100": 790.0, "A100": 250.0, "L40S": 290.0, "A6000": 124.0, "4090": 132.0}
@@ -178,16 +180,32 @@ def timed(fn, device: str):
     return result, time.perf_counter() - start, peak_memory_gib(device)
 
 
-def print_table(title: str, args, rows: list[dict]) -> None:
-    """Rows: name, rate (unit per s), ratio to the first row, MFU, peak memory, and any notes."""
-    print(f"\n## {title}\ncard: {card_name(args.device)} · size: {args.size} · {time.strftime('%Y-%m-%d')}")
-    memory = "peak GPU GiB" if args.device.startswith("cuda") else "peak RSS GiB"
-    print(f"| path | {rows[0]['unit']} | ratio | MFU | {memory} | notes |\n|---|---|---|---|---|---|")
-    base = rows[0]["rate"]
-    for row in rows:
+class Table:
+    """A benchmark's table, printed and saved row by row as each row is timed: a run its time limit kills keeps
+    every row it finished, on stdout and in ``--json``. The ratio is against the first row (the upstream-style
+    path); ``elapsed s`` counts from the script's start (imports and model building included)."""
+
+    def __init__(self, title: str, args, unit: str):
+        self.title, self.args, self.unit, self.rows = title, args, unit, []
+        memory = "peak GPU GiB" if args.device.startswith("cuda") else "peak RSS GiB"
+        print(f"\n## {title}\ncard: {card_name(args.device)} · size: {args.size} · {time.strftime('%Y-%m-%d')}")
+        print(f"| path | {unit} | ratio | MFU | {memory} | elapsed s | notes |\n|---|---|---|---|---|---|---|", flush=True)
+        self._save()
+
+    def add(self, row: dict) -> None:
+        row = {"unit": self.unit, **row, "elapsed_s": round(time.perf_counter() - SCRIPT_START, 1)}
+        self.rows.append(row)
         mfu = f"{100 * row['mfu']:.0f} %" if row.get("mfu") is not None else "n/a"
-        print(f"| {row['name']} | {row['rate']:.3g} | {row['rate'] / base:.1f}x | {mfu} | {row['memory']:.1f} | "
-              f"{row.get('notes', '')} |")  # fmt: skip
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"title": title, "card": card_name(args.device), "size": args.size, "rows": rows}, handle)
+        ratio = row["rate"] / self.rows[0]["rate"]
+        print(f"| {row['name']} | {row['rate']:.3g} | {ratio:.1f}x | {mfu} | {row['memory']:.1f} | "
+              f"{row['elapsed_s']:.0f} | {row.get('notes', '')} |", flush=True)  # fmt: skip
+        self._save()
+
+    def _save(self) -> None:
+        if not self.args.json:
+            return
+        table = {"title": self.title, "card": card_name(self.args.device), "size": self.args.size, "rows": self.rows}
+        partial = f"{self.args.json}.part"
+        with open(partial, "w") as handle:
+            json.dump(table, handle)
+        os.replace(partial, self.args.json)  # a kill never leaves half a file

@@ -13,12 +13,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (  # noqa: E402
+    Table,
     arguments,
     attach_random_weights,
     llava_dir,
     llava_flop_per_image,
     peak_tflops,
-    print_table,
     timed,
     work_dir,
     write_jpegs,
@@ -52,8 +52,6 @@ def vllm_row(args, vlm, queries, flop, peak, items) -> dict:
     weights (load_format dummy) are not the transformers model's, so outputs are not compared."""
     import gc
 
-    import torch
-
     from vlmrepro.vllm_backend import VllmModel
 
     vlm._model = None  # the transformers copy leaves the GPU to the engine
@@ -66,61 +64,73 @@ def vllm_row(args, vlm, queries, flop, peak, items) -> dict:
     run()  # warm-up: engine start, CUDA graphs
     _, seconds, memory = timed(run, args.device)
     rate = items / seconds
-    return {"name": "vLLM backend, whole job in one call (random weights)", "unit": "images/s", "rate": rate,
-            "memory": memory, "notes": "other random weights: outputs not compared",
+    return {"name": "vLLM backend, whole job in one call (random weights)", "rate": rate, "memory": memory,
+            "notes": "other random weights: outputs not compared",
             "mfu": rate * flop / (peak * 1e12) if peak else None}  # fmt: skip
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has built in this process (each new static-cache shape adds some)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def main() -> None:
     args = arguments(
         __doc__,
         workers=dict(type=int, default=4, help="decoding threads of our path"),
+        batch_size=dict(default="auto", help="our path's batch (default: from free memory)"),
         backend=dict(choices=("transformers", "vllm"), default="transformers",
                      help="vllm: also time the vLLM backend (random weights, load_format dummy; vllm installed)"),
     )  # fmt: skip
     folder = work_dir(args)
-    items = args.items or (512 if args.size == "full" else 64)
-    paths = write_jpegs(folder / "jpeg", items)
+    wanted = args.items or (512 if args.size == "full" else 64)
     vlm = VisionLanguageModel(llava_dir(folder, args.size), "llava", dtype="bfloat16", device=args.device)
     attach_random_weights(vlm)
     vlm.model.generation_config.min_new_tokens = NEW_TOKENS  # every path generates exactly 20 tokens
+    prompt = render(TEMPLATE, QUESTION)
+    run = {"batch_size": args.batch_size, "max_batch_size": 256, "max_new_tokens": NEW_TOKENS, "model": vlm.model_dir}
+    batch_size = resolve_batch_size(vlm, run, [prompt]) if args.batch_size == "auto" else int(args.batch_size)
+    cuda = args.device.startswith("cuda")
+    # on a GPU whole batches only: a last, smaller batch would compile the static path for a second shape
+    items = max(batch_size, wanted // batch_size * batch_size) if cuda else wanted
+    paths = write_jpegs(folder / "jpeg", items)
     queries = [{"item": i, "row": i, "image": p, "path": p, "label": "x", "question": QUESTION}
                for i, p in enumerate(paths)]  # fmt: skip
-    prompt = render(TEMPLATE, QUESTION)
-    run = {"batch_size": "auto", "max_batch_size": 256, "max_new_tokens": NEW_TOKENS, "model": vlm.model_dir}
-    batch_size = resolve_batch_size(vlm, run, [prompt])
     prompt_tokens = int(vlm.input_lengths(vlm.preprocess([load_rgb(paths[0])], [prompt]))[0])
     flop = llava_flop_per_image(vlm, prompt_tokens, NEW_TOKENS)
     peak = peak_tflops(args)
+    table = Table(f"Open-world generation, {NEW_TOKENS} new tokens, {items} JPEG images "
+                  f"({flop / 1e9:.4g} GFLOP per image)", args, "images/s")  # fmt: skip
+
+    def add(name: str, seconds: float, memory: float, notes: str = "") -> None:
+        rate = items / seconds
+        table.add({"name": name, "rate": rate, "memory": memory, "notes": notes,
+                   "mfu": rate * flop / (peak * 1e12) if peak and cuda else None})  # fmt: skip
 
     upstream_loop(vlm, paths[:8])  # warm-up (kernels, allocator) for both paths
-    reference, seconds_up, memory_up = timed(lambda: upstream_loop(vlm, paths), args.device)
-    def ours_with(static: bool):
-        vlm.static_cache = static  # kv_cache static / dynamic (models.<m>.kv_cache)
-        return run_generation(vlm, queries, TEMPLATE, MARKER, NEW_TOKENS, batch_size, "bench", log=lambda _: None,
-                              sort_block=1024, loader_workers=args.workers)  # fmt: skip
+    reference, seconds, memory = timed(lambda: upstream_loop(vlm, paths), args.device)
+    add("upstream: HF generate, batch 8, dataset order", seconds, memory)
 
+    def ours_with(static: bool, part=slice(None)):
+        vlm.static_cache = static  # kv_cache static / dynamic (models.<m>.kv_cache)
+        return run_generation(vlm, queries[part], TEMPLATE, MARKER, NEW_TOKENS, batch_size, "bench",
+                              log=lambda _: None, sort_block=1024, loader_workers=args.workers)  # fmt: skip
+
+    path = f"ours: batch {batch_size} ({args.batch_size}), sorted blocks, {args.workers} decoding threads"
     ours, seconds, memory = timed(lambda: ours_with(False), args.device)
-    ours_with(True)  # warm-up: on a GPU the first static-cache batches compile the decoding step
-    static, seconds_static, memory_static = timed(lambda: ours_with(True), args.device)
-    same = sum(r["output"] == text for r, text in zip(ours, reference))
-    same_static = sum(r["output"] == text for r, text in zip(static, reference))
-    path = f"ours: batch {batch_size} (auto), sorted blocks, {args.workers} decoding threads"
-    compiled = "compiled decoding step" if args.device.startswith("cuda") else "uncompiled on the CPU"
-    rows = []
-    for name, secs, mem, notes in (
-        ("upstream: HF generate, batch 8, dataset order", seconds_up, memory_up, ""),
-        (f"{path}, dynamic KV cache", seconds, memory, f"{same}/{items} outputs identical"),
-        (f"{path}, static KV cache ({compiled})", seconds_static, memory_static,
-         f"{same_static}/{items} outputs identical"),
-    ):  # fmt: skip
-        rate = items / secs
-        rows.append({"name": name, "unit": "images/s", "rate": rate, "memory": mem, "notes": notes,
-                     "mfu": rate * flop / (peak * 1e12) if peak and args.device.startswith("cuda") else None})  # fmt: skip
+    add(f"{path}, dynamic KV cache", seconds, memory, f"{sum(r['output'] == t for r, t in zip(ours, reference))}/{items} "
+        "outputs identical")  # fmt: skip
+    ours_with(True, slice(0, batch_size))  # warm-up on one batch: on a GPU the decoding step compiles for its shape
+    static, seconds, memory = timed(lambda: ours_with(True), args.device)
+    compiled = f"compiled, {compiled_graphs()} graph(s)" if cuda else "uncompiled on the CPU"
+    batches = -(-items // batch_size)
+    add(f"{path}, static KV cache ({compiled})", seconds, memory,
+        f"{sum(r['output'] == t for r, t in zip(static, reference))}/{items} outputs identical; {batches} batch(es) "
+        f"served by {vlm.static_cache_allocations} static cache(s) of {vlm.static_cache_len} positions")  # fmt: skip
     if args.backend == "vllm":
-        rows.append(vllm_row(args, vlm, queries, flop, peak, items))
-    print_table(f"Open-world generation, {NEW_TOKENS} new tokens, {items} JPEG images "
-                f"({flop / 1e9:.4g} GFLOP per image)", args, rows)  # fmt: skip
+        table.add(vllm_row(args, vlm, queries, flop, peak, items))
 
 
 if __name__ == "__main__":

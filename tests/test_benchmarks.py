@@ -40,8 +40,35 @@ def test_generation_benchmark_compares_the_two_paths_on_the_same_images(gpu_scri
     assert upstream["name"] == "upstream: HF generate, batch 8, dataset order"
     assert dynamic["name"].endswith("dynamic KV cache") and "static KV cache" in static["name"]
     # fp32 on the CPU: the optimised paths change nothing
-    assert dynamic["notes"] == static["notes"] == "8/8 outputs identical"
+    assert dynamic["notes"] == "8/8 outputs identical" and static["notes"].startswith("8/8 outputs identical; ")
+    # one static cache, allocated once (one shape for the compiler on a GPU), served both batches of 4
+    assert "2 batch(es) served by 1 static cache(s)" in static["notes"]
     assert upstream["rate"] > 0 and dynamic["rate"] > 0 and static["rate"] > 0 and table["size"] == "tiny"
+    assert all(row["memory"] > 0 and row["elapsed_s"] > 0 for row in table["rows"])
+
+
+def test_a_benchmark_killed_mid_run_keeps_the_rows_it_finished(gpu_script_on_the_cpu):
+    """A time limit stops a benchmark between rows: the rows timed so far are on stdout and in its JSON."""
+    import signal
+    import time
+
+    out = gpu_script_on_the_cpu / "killed.json"
+    proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "generation.py"), "--items", "48", "--device",
+                             "cpu", "--work", str(gpu_script_on_the_cpu / "work"), "--json", str(out)],
+                            stdout=subprocess.PIPE, text=True, cwd=REPO)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not (out.exists() and json.loads(out.read_text())["rows"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # what timeout's KILL would do, between the first row and the last
+        stdout, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    rows = json.loads(out.read_text())["rows"]
+    assert 1 <= len(rows) < 3 and rows[0]["name"] == "upstream: HF generate, batch 8, dataset order"
+    assert f"| {rows[0]['name']} |" in stdout
 
 
 def test_loglik_benchmark_scores_equal_and_faster_over_several_images(gpu_script_on_the_cpu):

@@ -128,7 +128,7 @@ def test_duplicate_names_only_first_index_counts():
 def test_the_cache_keyword_follows_the_models_signature(llava):
     """transformers 5.17's forward takes past_key_values and swallows an unknown cache= (a silent fresh cache);
     later 5.x releases take cache. The keyword is read from the signature, so both work."""
-    from vlmrepro.loglik import cache_argument
+    from vlmrepro.models import cache_argument
 
     class Older(torch.nn.Module):  # the 5.17 signature
         def forward(self, input_ids=None, past_key_values=None, **kwargs):

@@ -274,6 +274,9 @@ def test_static_kv_cache_gives_the_dynamic_caches_tokens(family, tiny_models, ro
         records = run_generation(vlm, queries, template, marker, 6, batch_size=3, revision="r", log=lambda _: None)
         outputs[kv_cache] = [r["output"] for r in records]
     assert outputs["static"] == outputs["dynamic"]
+    # one cache per batch size, reused by every batch of that size (the compiled decoding step sees one buffer)
+    sizes = {len(queries[i : i + 3]) for i in range(0, len(queries), 3)}
+    assert sorted(vlm.static_caches) == sorted(sizes) and vlm.static_cache_allocations == len(sizes) < len(queries) / 3
     assert pick_kv_cache("auto", family, "cuda") == "static" and pick_kv_cache("auto", family, "cpu") == "dynamic"
     assert pick_kv_cache("auto", "blip2", "cuda") == "dynamic"
 

@@ -15,7 +15,6 @@ Scores are kept per token (float32) so that Sum, Avg and CFG are computed by the
 from __future__ import annotations
 
 import copy
-import functools
 from typing import Callable
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 from .cache import cache_key
 from .datasets import first_indices
 from .evaluate import load_rgb
-from .models import CHAT_FAMILY
+from .models import CHAT_FAMILY, cache_argument
 from .progress import Progress
 from .prompts import render
 from .records import base_record, triage
@@ -70,20 +69,6 @@ def packed_class_inputs(class_ids: list[list[int]], prefix_len: int, dtype: torc
     mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
     ids = torch.tensor([t for f in fed for t in f], dtype=torch.long)
     return ids[None], (prefix_len + offset)[None], mask[None, None], starts[:-1]
-
-
-@functools.cache
-def _cache_keyword(model_class) -> str:
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
-
-
-def cache_argument(model, cache) -> dict:
-    """The keyword a model's forward takes its KV cache by: ``cache`` in recent transformers 5 releases,
-    ``past_key_values`` before them (5.17 swallows an unknown ``cache=`` into its kwargs and silently starts a fresh
-    cache, so the keyword is read from the signature, once per model class)."""
-    return {_cache_keyword(type(model)): cache}
 
 
 @torch.inference_mode()

@@ -10,6 +10,7 @@ embedded tiny models are both plain directories loaded by the same code.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from pathlib import Path
@@ -68,6 +69,20 @@ def model_class(family: str):
     return getattr(transformers, VLM_CLASSES[family])
 
 
+@functools.cache
+def _cache_keyword(model_class) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def cache_argument(model, cache) -> dict:
+    """The keyword a model's forward takes its KV cache by: ``cache`` in recent transformers 5 releases,
+    ``past_key_values`` before them (5.17 swallows an unknown ``cache=`` into its kwargs and silently starts a fresh
+    cache, so the keyword is read from the signature, once per model class)."""
+    return {_cache_keyword(type(model)): cache}
+
+
 PADDING_SIDES = ("left", "right", "checkpoint")
 # the family of any transformers image-text-to-text model prompted through its processor's chat template
 CHAT_FAMILY = "chat"
@@ -106,6 +121,8 @@ class VisionLanguageModel:
         self.dtype = pick_dtype(dtype, self.device)
         self.attention = pick_attention(attention, self.device)
         self.static_cache = pick_kv_cache(kv_cache, family, self.device) == "static"
+        self.static_caches: dict[int, object] = {}  # batch size -> the StaticCache every batch of that size reuses
+        self.static_cache_len = self.static_cache_allocations = 0
         if padding_side not in PADDING_SIDES:
             raise ValueError(f"{model_dir}: padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
         if image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
@@ -270,7 +287,8 @@ class VisionLanguageModel:
         if min_new_tokens:
             extra["min_new_tokens"] = min_new_tokens
         if self.static_cache:  # preallocated KV cache; on CUDA transformers compiles the decoding step (CUDA graphs)
-            extra["cache_implementation"] = "static"
+            cache = self.reused_static_cache(inputs["input_ids"].shape[0], inputs["input_ids"].shape[1] + max_new_tokens)
+            extra.update(cache_argument(self.model, cache))
         if self.family == CHAT_FAMILY:  # plain greedy, as for the paper's models: no checkpoint repetition penalty
             extra["repetition_penalty"] = 1.0
         positions = contextlib.nullcontext()
@@ -287,6 +305,24 @@ class VisionLanguageModel:
             new = output[:, prompt.shape[1] :]  # decoder-only models return the prompt too
         texts = self.processor.batch_decode(output, skip_special_tokens=True)
         return [Generation(*pair) for pair in zip(texts, self.processor.batch_decode(new, skip_special_tokens=True))]
+
+    def reused_static_cache(self, batch_size: int, length: int):
+        """The static KV cache of a generate call: one per batch size, allocated once and reset between calls, so
+        that the compiled decoding step (CUDA graphs on a GPU) sees one shape and one buffer for every batch. The
+        length, rounded up to 64 positions, only grows: a longer prompt replaces every cache (and compiles again)."""
+        from transformers import StaticCache
+
+        length = max(self.static_cache_len, -(-length // 64) * 64)
+        if length != self.static_cache_len:
+            self.static_caches.clear()
+            self.static_cache_len = length
+        cache = self.static_caches.get(batch_size)
+        if cache is None:
+            cache = self.static_caches[batch_size] = StaticCache(config=self.model.config, max_cache_len=length)
+            self.static_cache_allocations += 1
+        else:
+            cache.reset()
+        return cache
 
     @classmethod
     def for_job(cls, model_dir, run: dict) -> tuple["VisionLanguageModel", str]:
