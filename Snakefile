@@ -8,14 +8,14 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 
-from vlmrepro import cluster, config_snapshot
+from vlmrepro import cluster, config_snapshot, runs
 
 # config.yaml is the full paper. A config given with --configfile (the demo, your own run) replaces it whole instead
 # of being merged into it, so no paper model or dataset leaks into another configuration. A site config, which holds
 # only `cluster` and `resources` (README "Cluster (SLURM)"), is layered over the run's config instead.
-if all(cluster.is_site_config(f) for f in workflow.overwrite_configfiles):
+if runs.layered_on_the_paper(workflow.overwrite_configfiles):
 
-    configfile: os.path.join(workflow.basedir, "config.yaml")
+    configfile: str(runs.PAPER_CONFIG)
 
 
 # Every job of a run sees the configuration the run started with, whatever happens to the files meanwhile.

@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from conftest import BIN, DEMO, DEMO_FILE, REPO
-from vlmrepro import cluster
-from vlmrepro.estimate import job_cost, run_config
+from vlmrepro import cluster, runs
+from vlmrepro.costs import job_cost
+from vlmrepro.runs import run_config
 
 SMALL_PARTITIONS = {  # the single node: 2 CPUs, 24 GB, partitions cpu and gpu, no GPUs
     "partitions": {
@@ -99,7 +100,7 @@ def test_compute_rules_are_exactly_the_rules_without_localrules():
 
 def test_site_config_is_layered_over_the_run_config(tmp_path):
     site = write_yaml(tmp_path / "site.yaml", {"cluster": {"account": "lab"}, "resources": {"generate": {"cpus": 4}}})
-    assert cluster.is_site_config(site) and not cluster.is_site_config(DEMO_FILE)
+    assert runs.is_site_config(site) and not runs.is_site_config(DEMO_FILE)
     config = run_config(["--configfile", site])
     assert "llava-1.5-7b" in config["models"]  # the paper, with the site's values over it
     assert config["resources"]["generate"] == {"cpus": 4, "mem_mb": 64000, "runtime": "auto"}

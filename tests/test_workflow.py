@@ -515,7 +515,7 @@ def test_snakefiles_are_snakefmt_formatted():
 def test_generation_is_priced_by_typical_answer_length_not_the_cap():
     from snakemake.utils import validate
 
-    from vlmrepro.estimate import job_cost
+    from vlmrepro.costs import job_cost
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     validate(config, str(REPO / "schemas" / "config.schema.yaml"))

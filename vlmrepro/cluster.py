@@ -24,15 +24,12 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
 
+from vlmrepro.costs import GPU_RULES, job_cost
 from vlmrepro.registry import base_model, recipe_of
 
 REPO = Path(__file__).resolve().parents[1]
 
-# keys a site config may hold: a --configfile with only these is layered over the run's config instead of
-# replacing it (Snakefile)
-SITE_KEYS = frozenset({"cluster", "resources"})
 
 # rules that run a model on a GPU, and where their GPU count comes from
 MODEL_GPU_RULES = frozenset(
@@ -63,12 +60,6 @@ COMPUTE_RULES = frozenset(
 )
 FIELDS = ("cpus", "mem_mb", "runtime")
 PARTITIONS_VARIABLE = "SNAKEMAKE_SLURM_PARTITIONS"
-
-
-def is_site_config(path: str | Path) -> bool:
-    """A config file holding only site keys (account, partitions, requests)."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    return isinstance(data, dict) and bool(data) and data.keys() <= SITE_KEYS
 
 
 def gpus_of(config: dict, rule: str, wildcards: dict[str, str]) -> tuple[int, str]:
@@ -105,8 +96,6 @@ def _layers(config: dict, rule: str, wildcards: dict[str, str]) -> list[tuple[st
 
 
 def _auto_runtime(config: dict, rule: str, wildcards: dict[str, str], gpus: int) -> int:
-    from vlmrepro.estimate import GPU_RULES, job_cost
-
     if rule not in GPU_RULES:
         raise ValueError(f"resources.{rule}.runtime: auto needs a throughput for rule {rule} (estimate.throughput)")
     _, gpu_seconds = job_cost(config, rule, wildcards)
@@ -294,7 +283,7 @@ def report(config: dict, jobs: list[tuple[str, dict]]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from vlmrepro.estimate import plan
+    from vlmrepro.runs import plan
 
     return report(*plan(argv))
 
