@@ -69,10 +69,16 @@ def finetuned_models(config: dict) -> dict[str, dict[str, str]]:
     }
 
 
+_recipes: tuple[dict, dict[str, str]] = ({}, {})  # (the finetunes section, {fine-tuned model: recipe}) last asked
+
+
 def recipe_of(config: dict, model: str) -> str | None:
-    """The fine-tuning recipe of a fine-tuned model, or None for a model of the registry."""
-    entry = finetuned_models(config).get(model)
-    return entry["recipe"] if entry else None
+    """The fine-tuning recipe of a fine-tuned model, or None for a model of the registry. Asked once per job (the
+    cluster's requests, the cost model), so the table is built once per config (a loaded config is not changed)."""
+    global _recipes
+    if _recipes[0] is not config["finetunes"]:
+        _recipes = (config["finetunes"], {name: e["recipe"] for name, e in finetuned_models(config).items()})
+    return _recipes[1].get(model)
 
 
 def base_model(config: dict, model: str) -> str:
