@@ -146,7 +146,7 @@ rule plan_queries:
     # instant, and the fine-tunes wait for their training plans: planned as soon as the split is ready
     priority: 40
     params:
-        plan=query_params,
+        plan=lambda wc: job_params.queries(config, wc.setting),
     run:
         jobs.plan_queries(input, output, params, log)
 

@@ -30,7 +30,7 @@ rule generate:
     resources:
         **compute_resources("generate"),
     params:
-        run=generation_params,
+        run=lambda wc: job_params.generation(config, wc.model, wc.setting, wc.dataset),
         shard=lambda wc: parse_shard(wc.shard),
         # finished batches, written ahead: a killed job's rerun recomputes only the batch in flight
         cache="results/cache/generate/{model}/{dataset}/{setting}/{shard}.jsonl",
@@ -72,7 +72,7 @@ rule clip_zero_shot:
     resources:
         **compute_resources("clip_zero_shot"),
     params:
-        run=clip_params,
+        run=lambda wc: job_params.clip(config, wc.model, wc.setting),
     script:
         "../scripts/clip_zero_shot.py"
 
@@ -97,7 +97,7 @@ rule loglik:
     resources:
         **compute_resources("loglik"),
     params:
-        run=loglik_params,
+        run=lambda wc: job_params.loglik(config, wc.model, wc.setting),
         shard=lambda wc: parse_shard(wc.shard),
         # each scored item, written ahead: a killed job's rerun scores only the unfinished items
         cache="results/cache/loglik/{model}/{dataset}/{setting}/{shard}.jsonl",
@@ -134,7 +134,7 @@ rule score_loglik:
     wildcard_constraints:
         setting=one_of(LOGLIK_SETTINGS),
     params:
-        scoring=loglik_scoring_params,
+        scoring=lambda wc: job_params.loglik_scoring(config, wc.setting),
     run:
         jobs.score_loglik(input, output, params, log)
 
@@ -153,7 +153,7 @@ rule score:
     params:
         resplit=lambda wc: MODELS[wc.model]["score_resplit"],
         rule=lambda wc: SETTINGS[wc.setting]["scoring"],
-        mcq=mcq_params,
+        mcq=lambda wc: job_params.mcq(config, wc.setting),
         protocol=versions.SCORING,
     run:
         jobs.score(input, output, params, log)
@@ -176,7 +176,7 @@ rule check_invariance:
     resources:
         **compute_resources("check_invariance"),
     params:
-        run=lambda wc: generation_params(source_wildcards(wc)),
+        run=lambda wc: job_params.generation(config, wc.model, SETTINGS[wc.setting]["source"], wc.dataset),
         subset=lambda wc: SETTINGS[wc.setting]["limit"],
         work_dir="results/robustness/{model}/{dataset}/{setting}",
     script:
@@ -238,7 +238,7 @@ rule extract_features:
     resources:
         **compute_resources("extract_features"),
     params:
-        run=feature_params,
+        run=lambda wc: job_params.features(config, wc.model, wc.setting),
         shard=lambda wc: parse_shard(wc.shard),
         cache="results/cache/extract_features/{model}/{dataset}/{setting}",
     script:
@@ -273,6 +273,6 @@ rule probe:
     resources:
         **compute_resources("probe"),
     params:
-        probe=probe_params,
+        probe=lambda wc: job_params.probe(config, wc.setting, wc.dataset),
     script:
         "../scripts/probe.py"

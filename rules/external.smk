@@ -19,7 +19,7 @@ rule api_generate:
         # bounds the API jobs running at once (--resources api_jobs=N); requests inside a job are bounded too
         api_jobs=1,
     params:
-        run=api_params,
+        run=lambda wc: job_params.api(config, wc.model, wc.setting),
         # api_error items are asked again on the next run, without --forcerun
         retry=api_retry,
         # responses are cached outside the outputs: a rerun (or another setting asking the same) never pays twice
@@ -43,7 +43,7 @@ rule lmms_eval:
     resources:
         **compute_resources("lmms_eval"),
     params:
-        run=benchmark_params,
+        run=lambda wc: job_params.benchmark(config, wc.model, wc.dataset, wc.setting),
         raw="results/benchmarks/{model}/{dataset}/{setting}",
     script:
         "../scripts/lmms_eval.py"

@@ -17,7 +17,7 @@ rule download_model:
     conda:
         "../envs/models.yaml"
     params:
-        hub=lambda wc: hub_source(wc.model),
+        hub=lambda wc: job_params.hub_source(config, wc.model),
     script:
         "../scripts/download_model.py"
 
@@ -76,7 +76,7 @@ rule finetune:
         **compute_resources("finetune"),
     params:
         threads=config["train_threads"],
-        job=lambda wc: finetune_params(FINETUNED_MODELS[wc.model]["recipe"], FINETUNED_MODELS[wc.model]["dataset"]),
+        job=lambda wc: job_params.finetune(config, **FINETUNED_MODELS[wc.model]),
         family=lambda wc: MODELS[wc.model]["family"],
         checkpoints="results/finetune/{model}/checkpoints",
         device=config["device"],

@@ -69,6 +69,33 @@ def finetuned_models(config: dict) -> dict[str, dict[str, str]]:
     }
 
 
+def add_finetuned_models(config: dict) -> dict[str, dict[str, str]]:
+    """Register every fine-tuning recipe x dataset as a model of ``config["models"]``, evaluated by the ordinary
+    rules: the base model's entry with the recipe's prompt and evaluation settings. Returns
+    {fine-tuned model: {recipe, dataset}}."""
+    models, finetuned = config["models"], finetuned_models(config)
+    for name, entry in finetuned.items():
+        ft = config["finetunes"][entry["recipe"]]
+        models[name] = {
+            **models[ft["base"]],
+            "paper_name": ft["paper_name"],
+            "template": ft["template"],
+            "answer_marker": ft["answer_marker"],
+            # the LLaVA code base's model_vqa (and LAVIS) return the generation alone, and it is scored whole
+            "answer_from": "generation",
+            # evaluated on images prepared as in training (LLaVA's model_vqa pads them to a square too)
+            "image_aspect_ratio": ft["image_aspect_ratio"],
+            # model_vqa (LLaVA) ran one item at a time and LAVIS's caption prompt is the same for every item:
+            # nothing was padded, so left padding and sorted batches give upstream's answers
+            "batching": "fast",
+            "score_resplit": None,
+            "cot_template": ft["cot_template"],
+            "gpus": min(models[ft["base"]]["gpus"], 1),
+            "finetuned": dict(entry),
+        }
+    return finetuned
+
+
 _recipes: tuple[dict, dict[str, str]] = ({}, {})  # (the finetunes section, {fine-tuned model: recipe}) last asked
 
 
