@@ -53,7 +53,7 @@ def test_a_benchmark_killed_mid_run_keeps_the_rows_it_finished(gpu_script_on_the
     import time
 
     out = gpu_script_on_the_cpu / "killed.json"
-    proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "generation.py"), "--items", "48", "--device",
+    proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "generation.py"), "--items", "96", "--device",
                              "cpu", "--work", str(gpu_script_on_the_cpu / "work"), "--json", str(out)],
                             stdout=subprocess.PIPE, text=True, cwd=REPO)  # fmt: skip
     try:

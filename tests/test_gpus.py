@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -123,8 +124,11 @@ def test_a_killed_holders_card_stays_taken_until_its_child_exits(pool, monkeypat
     still trains on it. The child holds the lock file too (run_holding_gpus), so the card is free only once it
     has exited."""
     monkeypatch.setenv("VLMREPRO_GPUS", "0")
-    stop = tmp_path / "stop"
-    child = f"import os, time\nwhile not os.path.exists({str(stop)!r}): time.sleep(0.05)\n"
+    started, stop = tmp_path / "started", tmp_path / "stop"
+    child = (
+        f"import os, pathlib, time\npathlib.Path({str(started)!r}).touch()\n"
+        f"while not os.path.exists({str(stop)!r}): time.sleep(0.05)\n"
+    )
     code = (
         "import sys\n"
         "from vlmrepro.gpus import acquire_gpus, run_holding_gpus\n"
@@ -142,6 +146,10 @@ def test_a_killed_holders_card_stays_taken_until_its_child_exits(pool, monkeypat
     )
     try:
         assert holder.stdout.readline().strip() == "LOCKED"
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:  # the holder has started its child
+            time.sleep(0.05)
+        assert started.exists(), "the child never started"
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
         with pytest.raises(TimeoutError):  # the holder is dead, its child is not
