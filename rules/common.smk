@@ -101,24 +101,25 @@ def image_prefix(dataset):
     return registry.image_prefix(DATASETS, dataset)
 
 
-def image_inputs(wildcards, dataset=None):
+def images_of(dataset):
+    """The dataset whose image folder a dataset reads (a multiple-choice set reads another set's) and whether a
+    rule makes that folder."""
+    ds = DATASETS[dataset]["mcq"]["images_from"] if dataset in MCQ_DATASETS else dataset
+    return ds, ds in ARCHIVE_DATASETS or ds in WORLD_DATASETS
+
+
+def image_inputs(wildcards):
     """Images made by a rule are inputs; a user directory is checked when the job runs (so planning works
     before the licence-gated images are in place)."""
-    ds = dataset or wildcards.dataset
-    if ds in MCQ_DATASETS:
-        return image_inputs(wildcards, DATASETS[ds]["mcq"]["images_from"])
-    if ds in ARCHIVE_DATASETS or ds in WORLD_DATASETS:
-        return [image_root(ds)]
-    return []
+    ds, made = images_of(wildcards.dataset)
+    return [image_root(ds)] if made else []
 
 
-def image_folder_state(wildcards, dataset=None):
+def image_folder_state(wildcards):
     """The fingerprint of a user image folder, a param of its splits' preparation: an image replaced in place
     reruns it. Folders a rule makes are its outputs, which Snakemake tracks itself."""
-    ds = dataset or wildcards.dataset
-    if ds in MCQ_DATASETS:
-        return image_folder_state(wildcards, DATASETS[ds]["mcq"]["images_from"])
-    if ds in ARCHIVE_DATASETS or ds in WORLD_DATASETS or not config["image_change_threads"]:
+    ds, made = images_of(wildcards.dataset)
+    if made or not config["image_change_threads"]:
         return ""
     return folder_state(image_root(ds), config["image_change_threads"])
 

@@ -9,8 +9,8 @@ devices shared by all jobs of one user: a job takes ``n`` distinct devices by ho
 ``flock`` locks belong to the open file and are dropped by the kernel when the last process holding it exits,
 however it exits, so a crashed or killed job never leaves a GPU locked. A job that hands its GPUs to child
 processes (torchrun) starts them with :func:`run_holding_gpus`, which gives them the lock files too: a holder
-killed with ``SIGKILL`` then leaves its cards taken until the children have exited. ``jobs_per_gpu`` slots per device allow
-deliberate sharing (small models). Under SLURM each job only sees its own allocation; the default lock
+killed with ``SIGKILL`` then leaves its cards taken until the children have exited. ``jobs_per_gpu`` slots per
+device allow deliberate sharing (small models). Under SLURM each job only sees its own allocation; the default lock
 directory is then per SLURM job, so jobs of different allocations never wait on each other.
 """
 

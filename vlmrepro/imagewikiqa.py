@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .datasets import ManifestError, checked_rows
 from .intervals import attach, row_ids
+from .scoring import not_evaluated
 
 LETTERS = ["A", "B", "C", "D"]
 FIELDS = ("image", "text", "label", "classname")
@@ -124,10 +125,9 @@ def score_mcq(rows: list[dict], seed: int = 1234) -> dict:
     chain-of-thought prefix of its prompt, as model_vqa returned it."""
     rng = random.Random(seed)
     evaluated = [r for r in rows if r.get("status") == "ok"]
-    not_evaluated = Counter(r.get("status", "unknown") for r in rows if r.get("status") != "ok")
-    result = {"n_items": len(rows), "n_evaluated": len(evaluated), "not_evaluated": dict(not_evaluated)}
+    result = {"n_items": len(rows), "n_evaluated": len(evaluated), "not_evaluated": not_evaluated(rows)}
     if not evaluated:
-        result.update(accuracy=None, na_reason=f"N/A: no item evaluated ({dict(not_evaluated)})")
+        result.update(accuracy=None, na_reason=f"N/A: no item evaluated ({result['not_evaluated']})")
         return result
     correct, fallbacks = [], 0
     for row in evaluated:

@@ -135,18 +135,19 @@ def read_jsonl(path) -> list[dict]:
     return rows
 
 
-def _files_in_tree(folder: str) -> list[tuple[str, int, int]]:
-    """(path, size, mtime) of every file below ``folder``."""
-    files, pending = [], [folder]
+def _files_in_tree(folder: str, recurse: bool = True) -> tuple[list[tuple[str, int, int]], list[str]]:
+    """(path, size, mtime) of every file below ``folder`` (directly in it without ``recurse``), and the
+    sub-folders not entered."""
+    files, pending, skipped = [], [folder], []
     while pending:
         with os.scandir(pending.pop()) as entries:
             for entry in entries:
                 if entry.is_dir():
-                    pending.append(entry.path)
+                    (pending if recurse else skipped).append(entry.path)
                 elif entry.is_file():
                     info = entry.stat()
                     files.append((entry.path, info.st_size, info.st_mtime_ns))
-    return files
+    return files, skipped
 
 
 @functools.lru_cache(maxsize=None)
@@ -161,11 +162,9 @@ def folder_state(folder: str, threads: int = 8) -> str:
     root = os.path.abspath(folder)
     if not os.path.isdir(root):
         return "absent"
-    with os.scandir(root) as entries:
-        top = list(entries)
-    found = [(e.path, e.stat().st_size, e.stat().st_mtime_ns) for e in top if not e.is_dir() and e.is_file()]
+    found, folders = _files_in_tree(root, recurse=False)
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for files in pool.map(_files_in_tree, [e.path for e in top if e.is_dir()]):
+        for files, _ in pool.map(_files_in_tree, folders):
             found.extend(files)
     found.sort()
     digest, cut = hashlib.sha256(), len(root) + 1

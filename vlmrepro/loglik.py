@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .cache import cache_key
 from .datasets import first_indices
@@ -274,6 +275,7 @@ class ClassLimits:
 
     def __init__(self, vlm, method: str, template: str, question: str, context: str, classes, class_ids):
         self.vlm, self.context, self.classes = vlm, context, classes
+        self._image_tokens: dict[tuple[int, int], int] = {}
         self.context_text = vlm.prompt_token_lower_bounds([context])[0]  # the image's placeholder counted once
         if method == "per_class":
             filled = [render(template, question, label=name) for name in classes]
@@ -301,10 +303,17 @@ class ClassLimits:
             f"context of {self.vlm.max_context}",
         }
 
+    def image_tokens(self, size: tuple[int, int]) -> int:
+        """Tokens an image of this size adds to the text (a processor's image tokens depend on the size only):
+        counted from the processor once per size, not once per item."""
+        if size not in self._image_tokens:
+            encoded = self.vlm.input_lengths(self.vlm.preprocess([Image.new("RGB", size)], [self.context]))[0]
+            self._image_tokens[size] = encoded - self.context_text
+        return self._image_tokens[size]
+
     def overflow(self, image) -> dict | None:
         """The record fields of an item whose image's tokens push a class past the context, or None."""
-        encoded = self.vlm.input_lengths(self.vlm.preprocess([image], [self.context]))[0]
-        return self._fields(encoded - self.context_text)
+        return self._fields(self.image_tokens(image.size))
 
 
 def _text_only(template: str) -> str:

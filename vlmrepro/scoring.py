@@ -44,11 +44,9 @@ def upstream_pred(pred: str, resplit_marker: str | None) -> str:
 
 def not_evaluated(rows: list[dict]) -> dict[str, int]:
     """How many rows were not evaluated, by status (skipped_image, context_overflow, api_error, ...)."""
-    counts: dict[str, int] = {}
-    for r in rows:
-        if r.get("status") != "ok":
-            counts[r.get("status", "unknown")] = counts.get(r.get("status", "unknown"), 0) + 1
-    return counts
+    from collections import Counter
+
+    return dict(Counter(r.get("status", "unknown") for r in rows if r.get("status") != "ok"))
 
 
 def na_reason(rows: list[dict], counts: dict[str, int]) -> str:

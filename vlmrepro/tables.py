@@ -83,6 +83,18 @@ def partial_note(score: dict) -> str:
     return f"computed on {score['n_evaluated']:,} of {score['n_items']:,} items ({parts})"
 
 
+def value_remarks(score: dict) -> list[str]:
+    """What a reader of a computed cell should know about how it was computed."""
+    remarks = []
+    if "n_random_fallback" in score:  # multiple-choice answers no letter was found in
+        remarks.append(f"{score['n_random_fallback']} random fallback(s)")
+    if score.get("n_empty_answers"):
+        remarks.append(f"{score['n_empty_answers']:,} empty answer(s), scored wrong")
+    if score.get("truncated_classes"):
+        remarks.append(truncation_note(score["truncated_classes"]))
+    return remarks
+
+
 def truncation_note(truncated: list[dict]) -> str:
     """'2 class prompts cut at 77 tokens (scored cut, as upstream): "…", "…"' for a CLIP cell."""
     shown = ", ".join(repr(t["class"] if len(t["class"]) <= 40 else t["class"][:37] + "...") for t in truncated[:3])
@@ -114,12 +126,8 @@ def build_table(
         ours = round_metric(metric_value(score, metric), metric)
         ci = score.get(f"{metric}_ci95") if ours is not None else None
         note = cell.get("not_run") or (partial_note(score) if ours is not None else missing_note(score, metric))
-        if ours is not None and "n_random_fallback" in score:  # multiple-choice answers no letter was found in
-            note = "; ".join(filter(None, [note, f"{score['n_random_fallback']} random fallback(s)"]))
-        if ours is not None and score.get("n_empty_answers"):
-            note = "; ".join(filter(None, [note, f"{score['n_empty_answers']:,} empty answer(s), scored wrong"]))
-        if ours is not None and score.get("truncated_classes"):
-            note = "; ".join(filter(None, [note, truncation_note(score["truncated_classes"])]))
+        if ours is not None:
+            note = "; ".join(filter(None, [note, *value_remarks(score)]))
         rows.append(
             {
                 **{
